@@ -1,0 +1,3 @@
+from .subpath_specialization_hook import SubPathSpecializationHook
+
+__all__ = ['SubPathSpecializationHook']

@@ -1,0 +1,216 @@
+"""Turns any mmdet detector or mmpretrain classifier with an ADN backbone into an
+adaptive-depth trainer (the paper's Algorithm 1), without changing the model's class.
+
+The hook replaces the model's ``loss`` method (an instance attribute, so checkpoints keep
+their plain keys) by one that runs, inside the same ``forward`` call (one DDP forward):
+
+1. the super-net (``backbone.skip = 'super'``): the task losses as usual, while forward
+   hooks record the stage features (and a classifier's logits);
+2. the base-net (``'base'``): ``extract_feat`` (+ the classifier head), or the full task
+   loss with ``base_task_loss=True`` (the detection recipe of the authors' co-author);
+3. ``alpha * task_super + (1 - alpha) * (KD_feat + KD_logits [+ task_base])``, the
+   teacher (super-net) side detached.
+"""
+import contextlib
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS, MODELS
+
+from ...models.layers.skip_aware import AdaptiveDepthMixin
+
+FEATURE_SOURCES = ('stages', 'backbone', 'neck')
+
+
+def _scale(value, factor: float):
+    if isinstance(value, (list, tuple)):
+        return [v * factor for v in value]
+    return value * factor
+
+
+def _as_list(out) -> List[torch.Tensor]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+class _Recorder:
+    """Forward hooks that store module outputs while a recording is open."""
+
+    def __init__(self):
+        self.handles = []
+        self.sink: Optional[Dict[str, list]] = None
+
+    def watch(self, key: str, module: torch.nn.Module) -> None:
+
+        def hook(_module, _inputs, output):
+            if self.sink is not None:
+                self.sink.setdefault(key, []).extend(_as_list(output))
+
+        self.handles.append(module.register_forward_hook(hook))
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.sink = {}
+        try:
+            yield self.sink
+        finally:
+            self.sink = None
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+@HOOKS.register_module()
+class SubPathSpecializationHook(Hook):
+    """Sub-path specialization training (super-net + base-net on every batch).
+
+    Args:
+        alpha (float): weight of the super-net task loss; the KD terms (and the base-net
+            task loss) get ``1 - alpha``. Default 0.5.
+        features (str): which features are distilled: ``'stages'`` (the output of every
+            backbone stage, default), ``'backbone'`` (the backbone's outputs, i.e. what the
+            neck/FPN consumes) or ``'neck'`` (the FPN outputs).
+        feat_kd (dict, optional): config of the feature KD loss, ``None`` to turn it off.
+            Default ``dict(type='SubPathKDLoss', mode='spatial')``; ``mode='pooled'`` is the
+            authors' code. Summed over stages.
+        logit_kd (dict, optional): config of the logit KD loss for classifiers (models with
+            a ``head``), ``None`` to turn it off; ``topk=500`` as the authors do on ImageNet.
+        base_task_loss (bool): also compute the task loss of the base-net (weighted by
+            ``1 - alpha``, logged with a ``base_`` prefix). Default False.
+        kd_warmup_iters (int): the KD weight ramps linearly from 0 to ``1 - alpha`` over
+            the first iterations. Default 0.
+        super_skip / base_skip: the two sub-networks trained. Defaults 'super' / 'base'.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 alpha: float = 0.5,
+                 features: str = 'stages',
+                 feat_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='spatial'),
+                 logit_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='pooled'),
+                 base_task_loss: bool = False,
+                 kd_warmup_iters: int = 0,
+                 super_skip: Union[str, Sequence[bool]] = 'super',
+                 base_skip: Union[str, Sequence[bool]] = 'base'):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'alpha={alpha!r}: expected a number in [0, 1]')
+        if features not in FEATURE_SOURCES:
+            raise ValueError(f'features={features!r}: expected one of {FEATURE_SOURCES}')
+        if not isinstance(kd_warmup_iters, int) or kd_warmup_iters < 0:
+            raise ValueError(f'kd_warmup_iters={kd_warmup_iters!r}: expected an int >= 0')
+        self.alpha = float(alpha)
+        self.features = features
+        self.feat_kd = MODELS.build(feat_kd) if feat_kd else None
+        self.logit_kd = MODELS.build(logit_kd) if logit_kd else None
+        self.base_task_loss = base_task_loss
+        self.kd_warmup_iters = kd_warmup_iters
+        self.super_skip = super_skip
+        self.base_skip = base_skip
+        self._iter = 0
+        self._recorder = _Recorder()
+        self._model = None
+
+    # -- installation ---------------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self.install(model)
+
+    def after_train(self, runner) -> None:
+        self.uninstall()
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._iter = runner.iter
+
+    def install(self, model: torch.nn.Module) -> None:
+        """Make ``model.loss`` run the sub-path specialization step."""
+        backbone = getattr(model, 'backbone', None)
+        if not isinstance(backbone, AdaptiveDepthMixin):
+            raise TypeError(
+                f'SubPathSpecializationHook needs a model whose `backbone` is an ADN backbone '
+                f'(e.g. ResNetADN); got {type(model).__name__} with backbone '
+                f'{type(backbone).__name__}')
+        # validate the two skips now rather than at the first iteration
+        with backbone.skipping(self.super_skip), backbone.skipping(self.base_skip):
+            pass
+        self.uninstall()
+        rec = self._recorder
+        if self.feat_kd is not None:
+            if self.features == 'stages':
+                for i, stage in enumerate(backbone.stage_modules()):
+                    rec.watch(f'feat{i}', stage)
+            elif self.features == 'backbone':
+                rec.watch('feat', backbone)
+            else:
+                if getattr(model, 'neck', None) is None:
+                    raise ValueError("features='neck' but the model has no neck")
+                rec.watch('feat', model.neck)
+        self._use_logits = self.logit_kd is not None and hasattr(model, 'head')
+        if self.logit_kd is not None and not self._use_logits:
+            print_log('SubPathSpecializationHook: the model has no classification `head`; '
+                      'logit KD is off', logger='current')
+        if self._use_logits:
+            rec.watch('logits', model.head)
+        orig_loss = model.loss
+        self._model = model
+
+        def adn_loss(inputs, data_samples):
+            return self._step(model, orig_loss, inputs, data_samples)
+
+        model.loss = adn_loss
+
+    def uninstall(self) -> None:
+        self._recorder.remove()
+        if self._model is not None and 'loss' in self._model.__dict__:
+            del self._model.__dict__['loss']
+        self._model = None
+
+    # -- one training step ----------------------------------------------------------------
+    def kd_weight(self) -> float:
+        ramp = 1.0 if self.kd_warmup_iters == 0 else min(1.0, self._iter / self.kd_warmup_iters)
+        return (1.0 - self.alpha) * ramp
+
+    def _step(self, model, orig_loss, inputs, data_samples) -> Dict[str, torch.Tensor]:
+        backbone = model.backbone
+        rec = self._recorder
+        with backbone.skipping(self.super_skip), rec.recording() as teacher:
+            losses_super = orig_loss(inputs, data_samples)
+        with backbone.skipping(self.base_skip), rec.recording() as student:
+            if self.base_task_loss:
+                losses_base = orig_loss(inputs, data_samples)
+            else:
+                losses_base = {}
+                feats = model.extract_feat(inputs)
+                if self._use_logits:
+                    model.head(feats)
+
+        losses = {k: _scale(v, self.alpha) if 'loss' in k else v
+                  for k, v in losses_super.items()}
+        w = self.kd_weight()
+        for k, v in losses_base.items():
+            losses[f'base_{k}'] = _scale(v, 1.0 - self.alpha) if 'loss' in k else v
+        if self.feat_kd is not None:
+            keys = sorted(k for k in teacher if k.startswith('feat'))
+            pairs = [(s, t) for k in keys for s, t in zip(student[k], teacher[k])]
+            losses['loss_kd_feat'] = w * sum(self.feat_kd(s, t) for s, t in pairs)
+        if self._use_logits:
+            t_logits, s_logits = teacher['logits'][-1], student['logits'][-1]
+            losses['loss_kd_logits'] = w * self.logit_kd(s_logits, t_logits)
+            losses.update(self._accuracies(t_logits, s_logits, data_samples))
+        return losses
+
+    @staticmethod
+    def _accuracies(t_logits, s_logits, data_samples) -> Dict[str, torch.Tensor]:
+        labels = [getattr(ds, 'gt_label', None) for ds in data_samples or []]
+        if not labels or any(lb is None or lb.numel() != 1 for lb in labels):
+            return {}
+        target = torch.cat([lb.view(1) for lb in labels]).to(t_logits.device)
+        with torch.no_grad():
+            return {
+                'acc_super': (t_logits.argmax(1) == target).float().mean() * 100,
+                'acc_base': (s_logits.argmax(1) == target).float().mean() * 100,
+            }

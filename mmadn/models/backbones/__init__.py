@@ -1,0 +1,3 @@
+from .resnet_adn import ADNBasicBlock, ADNBottleneck, ADNResLayer, ResNetADN
+
+__all__ = ['ResNetADN', 'ADNResLayer', 'ADNBasicBlock', 'ADNBottleneck']

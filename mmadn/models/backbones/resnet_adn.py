@@ -1,0 +1,219 @@
+"""ResNet with adaptive depth (ADN): a small change on top of mmdet's ResNet.
+
+Each stage is split into shared blocks (always run) and skippable blocks (the specialized
+sub-path). Shared blocks own skip-aware norms (``bn1`` + ``bn1_skip`` ...), used while
+their stage skips. The stem and the downsample norms are not duplicated.
+"""
+import itertools
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmdet.models.layers import ResLayer
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from torch.utils.checkpoint import checkpoint
+
+from ..layers.skip import SkipTuple, default_num_shared_blocks
+from ..layers.skip_aware import AdaptiveDepthMixin, SkipAwareNormMixin
+
+
+class _ADNBlockMixin(SkipAwareNormMixin):
+    """Skip-aware norms plus non-reentrant checkpointing (``with_cp``).
+
+    mmdet's blocks checkpoint with the reentrant implementation, which breaks two passes in
+    one DDP step; here the whole block is checkpointed non-reentrantly, and the norm set in
+    use at forward time is replayed when the block is recomputed in backward.
+    """
+
+    def __init__(self, *args, with_cp: bool = False, **kwargs):
+        super().__init__(*args, with_cp=False, **kwargs)
+        self.adn_with_cp = with_cp
+        self._init_skip_aware()
+
+    def forward(self, x):
+        if self.adn_with_cp and x.requires_grad:
+            return checkpoint(self._forward_with_norm_set, x, self.use_skip_norms,
+                              use_reentrant=False)
+        return super().forward(x)
+
+    def _forward_with_norm_set(self, x, use_skip_norms: bool):
+        with self._norm_set(use_skip_norms):
+            return super().forward(x)
+
+
+class ADNBasicBlock(_ADNBlockMixin, BasicBlock):
+    norm_name_attrs = ('norm1_name', 'norm2_name')
+
+
+class ADNBottleneck(_ADNBlockMixin, Bottleneck):
+    norm_name_attrs = ('norm1_name', 'norm2_name', 'norm3_name')
+
+
+class ADNResLayer(ResLayer):
+    """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped."""
+
+    def __init__(self, *args, num_shared_blocks: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_shared_blocks = num_shared_blocks
+        self.skip = False
+        for block in itertools.islice(self._modules.values(), num_shared_blocks):
+            block.add_skip_norms()
+
+    def set_skip(self, flag: bool) -> None:
+        self.skip = bool(flag)
+        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
+            block.set_use_skip_norms(self.skip)
+
+    def forward(self, x):
+        if not self.skip:
+            return super().forward(x)
+        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
+            x = block(x)
+        return x
+
+
+class ResNetADN(AdaptiveDepthMixin, ResNet):
+    """ResNet with skippable sub-paths and skip-aware BatchNorm (Adaptive Depth Networks).
+
+    Accepts every argument of mmdet's :class:`~mmdet.models.backbones.ResNet` plus the ones
+    below. One flag per stage says whether that stage skips its skippable blocks;
+    ``model.backbone.set_skip('TTFF')`` or ``with backbone.skipping('base'): ...`` switch
+    the depth at run time. ``avg_down=True`` gives the authors' 'd' variant (average-pool
+    downsample; add ``deep_stem=True`` for mmdet's ResNetV1d).
+
+    Args:
+        depth (int): 18, 34, 50, 101 or 152.
+        num_shared_blocks (Sequence[int], optional): shared (never skipped) blocks per
+            stage; each must be in ``[1, blocks - 1]``. Default: the authors' rule
+            ``min(blocks - 1, (blocks + 1) // 2)``, e.g. (2, 2, 3, 2) for ResNet-50.
+        skip (str | Sequence[bool]): the sub-network to start with: ``'TTFF'``, a list of
+            bools, ``'super'`` (default, all blocks) or ``'base'`` (all skippable blocks
+            skipped).
+        norm_eval (bool): keep norms in eval mode while training. Default False (the
+            classification setting); detection configs set it to True.
+        with_cp (bool): non-reentrant activation checkpointing of each block.
+    """
+
+    arch_settings = {
+        18: (ADNBasicBlock, (2, 2, 2, 2)),
+        34: (ADNBasicBlock, (3, 4, 6, 3)),
+        50: (ADNBottleneck, (3, 4, 6, 3)),
+        101: (ADNBottleneck, (3, 4, 23, 3)),
+        152: (ADNBottleneck, (3, 8, 36, 3)),
+    }
+
+    def __init__(self,
+                 depth: int,
+                 num_shared_blocks: Optional[Sequence[int]] = None,
+                 skip='super',
+                 norm_eval: bool = False,
+                 num_stages: int = 4,
+                 **kwargs):
+        if depth not in self.arch_settings:
+            raise ValueError(f'depth={depth!r}: expected one of '
+                             f'{sorted(self.arch_settings)}')
+        stage_blocks = self.arch_settings[depth][1][:num_stages]
+        # read by make_res_layer while the parent builds the stages
+        object.__setattr__(self, '_pending_num_shared',
+                           self._resolve_num_shared(num_shared_blocks, stage_blocks, depth))
+        super().__init__(depth, num_stages=num_stages, norm_eval=norm_eval, **kwargs)
+        self.num_shared_blocks = self.__dict__.pop('_pending_num_shared')
+        self.num_skippable_stages = len(self.res_layers)
+        self.set_skip(skip)
+        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+
+    @staticmethod
+    def _resolve_num_shared(num_shared, stage_blocks, depth) -> Tuple[int, ...]:
+        if num_shared is None:
+            return tuple(default_num_shared_blocks(n) for n in stage_blocks)
+        ok = isinstance(num_shared, (list, tuple)) and len(num_shared) == len(stage_blocks) \
+            and all(isinstance(k, int) and 1 <= k <= n - 1
+                    for k, n in zip(num_shared, stage_blocks))
+        if not ok:
+            ranges = ', '.join(f'1..{n - 1}' for n in stage_blocks)
+            raise ValueError(
+                f'num_shared_blocks={num_shared!r}: expected {len(stage_blocks)} integers, one '
+                f'per stage, within ({ranges}) for depth {depth} (blocks per stage '
+                f'{tuple(stage_blocks)}); every stage keeps at least one shared and one '
+                'skippable block')
+        return tuple(num_shared)
+
+    def make_res_layer(self, **kwargs):
+        stage = len(self.res_layers)
+        return ADNResLayer(num_shared_blocks=self._pending_num_shared[stage], **kwargs)
+
+    # -- adaptive depth -----------------------------------------------------------------
+    def _apply_skip(self, skip: SkipTuple) -> None:
+        for name, flag in zip(self.res_layers, skip):
+            getattr(self, name).set_skip(flag)
+
+    def skip_norm_pairs(self) -> List[Tuple[str, str]]:
+        pairs = []
+        for name in self.res_layers:
+            for idx, block in enumerate(getattr(self, name)):
+                pairs += [(f'{name}.{idx}.{s}', f'{name}.{idx}.{p}')
+                          for s, p in block.skip_norm_pairs()]
+        return pairs
+
+    def skippable_blocks(self) -> List[str]:
+        """Names of the skippable blocks, e.g. ``['layer1.2', 'layer2.2', ...]``."""
+        return [f'{name}.{idx}' for name, k in zip(self.res_layers, self.num_shared_blocks)
+                for idx in range(k, len(getattr(self, name)))]
+
+    def stage_modules(self) -> List[torch.nn.Module]:
+        """The modules whose outputs are the stage features distilled during training."""
+        return [getattr(self, name) for name in self.res_layers]
+
+    # -- weights ------------------------------------------------------------------------
+    def init_weights(self):
+        super().init_weights()
+        pretrained = any(
+            isinstance(c, dict) and c.get('type') == 'Pretrained'
+            for c in (self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]))
+        if not pretrained:
+            # random init: skip norms start equal to their partners (zero_init_residual
+            # reached only the active norm set)
+            self.copy_skip_norms_from_partners()
+
+    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
+                       *args, **kwargs):
+        self._check_checkpoint_arch(state_dict, prefix)
+        self._fill_missing_skip_norms(state_dict, prefix)
+
+    def _check_checkpoint_arch(self, state_dict, prefix: str) -> None:
+        """Refuse a ResNet checkpoint of another depth with a clear message."""
+        pattern = re.compile(re.escape(prefix) + r'layer(\d+)\.(\d+)\.(conv\d)\.weight$')
+        blocks: Dict[int, int] = {}
+        has_conv3 = None
+        for key in state_dict:
+            m = pattern.match(key)
+            if m:
+                stage, idx = int(m.group(1)), int(m.group(2))
+                blocks[stage] = max(blocks.get(stage, 0), idx + 1)
+                if m.group(3) == 'conv3':
+                    has_conv3 = True
+                elif has_conv3 is None:
+                    has_conv3 = False
+        if not blocks:
+            return
+        found = tuple(blocks.get(i + 1, 0) for i in range(len(self.res_layers)))
+        expected = tuple(len(getattr(self, n)) for n in self.res_layers)
+        bottleneck = self.block is ADNBottleneck
+        if found != expected or has_conv3 != bottleneck:
+            kind = 'Bottleneck' if has_conv3 else 'BasicBlock'
+            raise ValueError(
+                f'checkpoint{" (prefix " + repr(prefix) + ")" if prefix else ""} holds a '
+                f'ResNet with {found} {kind} blocks per stage, but {type(self).__name__}'
+                f'(depth={self.depth}) expects {expected} '
+                f'{"Bottleneck" if bottleneck else "BasicBlock"} blocks: load a depth-'
+                f'{self.depth} ResNet / ResNet-ADN checkpoint or change `depth`')
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self
+
+
+MMDET_MODELS.register_module(module=ResNetADN)
+MMPRETRAIN_MODELS.register_module(module=ResNetADN)

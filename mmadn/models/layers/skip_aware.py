@@ -1,0 +1,153 @@
+"""Skip-aware norms and the adaptive-depth interface shared by every ADN backbone.
+
+Skip-aware norms are sibling modules: a shared block owns ``bn1`` and ``bn1_skip`` (same
+type and shape) and uses the second set while its stage skips its specialized sub-path.
+Siblings keep checkpoint keys torchvision/mmdet-compatible and survive ``SyncBatchNorm``
+conversion (a custom norm subclass would not).
+"""
+import contextlib
+import copy
+from typing import Dict, Iterator, List, Tuple
+
+import torch
+from mmengine.logging import print_log
+
+from .skip import SkipLike, SkipTuple, enumerate_skips, format_skip, parse_skip
+
+SKIP_SUFFIX = '_skip'
+_NORM_STATE = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+
+
+class SkipAwareNormMixin:
+    """For a block whose norms are named in ``self.<attr>`` for ``attr`` in
+    ``norm_name_attrs`` (mmdet's ``norm1_name`` ...) and read through the ``norm1``,
+    ``norm2``, ``norm3`` properties. Call :meth:`_init_skip_aware` at the end of
+    ``__init__``; :meth:`add_skip_norms` makes the block shared (skip-aware)."""
+
+    norm_name_attrs: Tuple[str, ...] = ()
+
+    def _init_skip_aware(self) -> None:
+        self.skip_aware = False
+        self.use_skip_norms = False
+        self._active_norms = tuple(getattr(self, a) for a in self.norm_name_attrs)
+
+    def add_skip_norms(self) -> None:
+        """Give every norm of this block a ``<name>_skip`` sibling (a copy)."""
+        for attr in self.norm_name_attrs:
+            name = getattr(self, attr)
+            self.add_module(name + SKIP_SUFFIX, copy.deepcopy(self._modules[name]))
+        self.skip_aware = True
+
+    def skip_norm_pairs(self) -> List[Tuple[str, str]]:
+        """``[('bn1_skip', 'bn1'), ...]`` for a skip-aware block, else ``[]``."""
+        if not self.skip_aware:
+            return []
+        return [(getattr(self, a) + SKIP_SUFFIX, getattr(self, a))
+                for a in self.norm_name_attrs]
+
+    def set_use_skip_norms(self, flag: bool) -> None:
+        flag = bool(flag) and self.skip_aware
+        self.use_skip_norms = flag
+        suffix = SKIP_SUFFIX if flag else ''
+        self._active_norms = tuple(getattr(self, a) + suffix for a in self.norm_name_attrs)
+
+    @contextlib.contextmanager
+    def _norm_set(self, flag: bool):
+        saved = self.use_skip_norms
+        self.set_use_skip_norms(flag)
+        try:
+            yield
+        finally:
+            self.set_use_skip_norms(saved)
+
+    # the parent classes read their norms through these properties
+    @property
+    def norm1(self):
+        return self._modules[self._active_norms[0]]
+
+    @property
+    def norm2(self):
+        return self._modules[self._active_norms[1]]
+
+    @property
+    def norm3(self):
+        return self._modules[self._active_norms[2]]
+
+
+class AdaptiveDepthMixin:
+    """The run-time depth API of an ADN backbone.
+
+    The class provides :meth:`_apply_skip` (push a normalized skip tuple into its stages),
+    :meth:`skip_norm_pairs` (``(skip_name, partner_name)`` for every skip-aware norm,
+    relative to the backbone) and ``num_skippable_stages``.
+    """
+
+    num_skippable_stages: int
+
+    def _apply_skip(self, skip: SkipTuple) -> None:
+        raise NotImplementedError
+
+    def skip_norm_pairs(self) -> List[Tuple[str, str]]:
+        raise NotImplementedError
+
+    @property
+    def skip(self) -> SkipTuple:
+        """The active skip configuration, a tuple of ``num_skippable_stages`` bools."""
+        return self._skip
+
+    @skip.setter
+    def skip(self, value: SkipLike) -> None:
+        self.set_skip(value)
+
+    @property
+    def skip_str(self) -> str:
+        return format_skip(self._skip)
+
+    def set_skip(self, skip: SkipLike):
+        """Switch to another sub-network at once (nothing is rebuilt or reloaded)."""
+        parsed = parse_skip(skip, self.num_skippable_stages)
+        if parsed != getattr(self, '_skip', None):
+            self._apply_skip(parsed)
+            self.__dict__['_skip'] = parsed
+        return self
+
+    @contextlib.contextmanager
+    def skipping(self, skip: SkipLike):
+        """``with backbone.skipping('TTTT'): ...`` runs that sub-network, then restores."""
+        saved = self._skip
+        self.set_skip(skip)
+        try:
+            yield self
+        finally:
+            self.set_skip(saved)
+
+    def subnet_skips(self) -> Iterator[SkipTuple]:
+        """Every sub-network's skip tuple, super-net first, base-net last."""
+        return enumerate_skips(self.num_skippable_stages)
+
+    def copy_skip_norms_from_partners(self) -> None:
+        """Make every ``*_skip`` norm an exact copy of its partner (parameters and stats)."""
+        modules = dict(self.named_modules())
+        with torch.no_grad():
+            for skip_name, partner_name in self.skip_norm_pairs():
+                modules[skip_name].load_state_dict(modules[partner_name].state_dict())
+
+    def _fill_missing_skip_norms(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
+        """Load-time hook: a checkpoint without ``*_skip`` keys (torchvision, mmdet or
+        mmpretrain ResNet) initializes each skip norm as a copy of its partner."""
+        copied = []
+        for skip_name, partner_name in self.skip_norm_pairs():
+            skip_key, partner_key = prefix + skip_name, prefix + partner_name
+            if skip_key + '.weight' in state_dict or partner_key + '.weight' not in state_dict:
+                continue
+            for field in _NORM_STATE:
+                if partner_key + '.' + field in state_dict:
+                    state_dict[skip_key + '.' + field] = state_dict[partner_key + '.' + field]
+            copied.append(skip_name)
+        if copied:
+            print_log(
+                f'{type(self).__name__}: the checkpoint has no skip-aware norms; '
+                f'{len(copied)} of them ({copied[0]}, ...) start as copies of their '
+                'partners (e.g. bn1_skip <- bn1).',
+                logger='current')
+

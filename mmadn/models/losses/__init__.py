@@ -1,0 +1,3 @@
+from .subpath_kd_loss import SubPathKDLoss
+
+__all__ = ['SubPathKDLoss']

@@ -1,0 +1,60 @@
+"""Evaluate a checkpoint (detection or classification), optionally at a chosen depth.
+
+    python tools/test.py CONFIG CHECKPOINT [--skip TTFF] [--work-dir DIR] [--out FILE]
+        [--cfg-options model.backbone.skip=TTFF ...] [--launcher ...]
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+import mmadn  # noqa: F401
+from mmadn.utils.launch import build_runner, load_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--skip', help="sub-network to evaluate, e.g. TTFF, 'super' or "
+                        "'base' (shorthand for --cfg-options model.backbone.skip=...)")
+    parser.add_argument('--work-dir', help='the dir to save evaluation results and logs')
+    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--show-dir', help='save painted predictions into this dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg.load_from = args.checkpoint
+    if args.skip is not None:
+        backbone = cfg.model.get('backbone', {})
+        if not str(backbone.get('type', '')).endswith('ADN'):
+            raise SystemExit(f'--skip {args.skip}: the model backbone '
+                             f"{backbone.get('type')!r} is not an ADN backbone")
+        backbone.skip = args.skip
+    if args.out is not None:
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
+            cfg.test_evaluator, dict) else list(cfg.test_evaluator)
+        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
+    if args.show_dir is not None:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise SystemExit('--show-dir needs a visualization hook in default_hooks')
+        vis.draw, vis.test_out_dir = True, args.show_dir
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()
