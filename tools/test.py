@@ -16,8 +16,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--skip', help="sub-network to evaluate, e.g. TTFF, 'super' or "
-                        "'base' (shorthand for --cfg-options model.backbone.skip=...)")
+    parser.add_argument(
+        '--skip', help="sub-network(s) to evaluate from the one checkpoint: TTFF, 'base', "
+        "FFFF,TTFF,TTTT or 'all'; prints one table and writes subnet_results.json/.csv")
     parser.add_argument('--work-dir', help='the dir to save evaluation results and logs')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='save painted predictions into this dir')
@@ -43,7 +44,7 @@ def main():
         if not str(backbone.get('type', '')).endswith('ADN'):
             raise SystemExit(f'--skip {args.skip}: the model backbone '
                              f"{backbone.get('type')!r} is not an ADN backbone")
-        backbone.skip = args.skip
+        cfg.test_cfg = dict(type='SubnetTestLoop', skips=args.skip)
     if args.out is not None:
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)
@@ -53,7 +54,12 @@ def main():
         if vis is None:
             raise SystemExit('--show-dir needs a visualization hook in default_hooks')
         vis.draw, vis.test_out_dir = True, args.show_dir
-    build_runner(cfg).test()
+    try:
+        build_runner(cfg).test()
+    except ValueError as err:  # a bad skip string: the message names it and the form
+        if 'skip=' not in str(err):
+            raise
+        raise SystemExit(f'error: {err}') from None
 
 
 if __name__ == '__main__':

@@ -155,6 +155,10 @@ class SubPathSpecializationHook(Hook):
                       'logit KD is off', logger='current')
         if self._use_logits:
             rec.watch('logits', model.head)
+        if self.feat_kd is None and not self._use_logits and not self.base_task_loss:
+            rec.remove()
+            raise ValueError('SubPathSpecializationHook: with feat_kd=None, no logit KD and '
+                             'base_task_loss=False nothing trains the base-net; enable one')
         orig_loss = model.loss
         self._model = model
 
@@ -182,11 +186,14 @@ class SubPathSpecializationHook(Hook):
         with backbone.skipping(self.base_skip), rec.recording() as student:
             if self.base_task_loss:
                 losses_base = orig_loss(inputs, data_samples)
-            else:
+            else:  # run only as far as the distilled outputs
                 losses_base = {}
-                feats = model.extract_feat(inputs)
-                if self._use_logits:
-                    model.head(feats)
+                if self._use_logits or self.features == 'neck':
+                    feats = model.extract_feat(inputs)
+                    if self._use_logits:
+                        model.head(feats)
+                else:
+                    backbone(inputs)
 
         losses = {k: _scale(v, self.alpha) if 'loss' in k else v
                   for k, v in losses_super.items()}

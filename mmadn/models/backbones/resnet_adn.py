@@ -9,6 +9,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.model import constant_init
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmdet.registry import MODELS as MMDET_MODELS
@@ -173,8 +174,13 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
             isinstance(c, dict) and c.get('type') == 'Pretrained'
             for c in (self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]))
         if not pretrained:
-            # random init: skip norms start equal to their partners (zero_init_residual
-            # reached only the active norm set)
+            if self.zero_init_residual and self.init_cfg is not None:
+                # mmdet's ResNet sets this up only for its own block classes
+                for layer in self.stage_modules():
+                    for block in layer:
+                        last = getattr(block, 'norm3_name', None) or block.norm2_name
+                        constant_init(block._modules[last], 0)
+            # random init: the skip norms start equal to their partners
             self.copy_skip_norms_from_partners()
 
     def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,

@@ -1,0 +1,131 @@
+"""Validation / test loops that evaluate several sub-networks of one ADN model in one run.
+
+Each sub-network's metrics are reported with its skip string as prefix
+(``TTTT/coco/bbox_mAP``), so ``save_best`` can follow any of them, and a table puts the
+sub-networks side by side.
+"""
+import csv
+import json
+import os.path as osp
+from typing import Dict, List, Sequence, Union
+
+from mmengine.dist import is_main_process
+
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import LOOPS
+from mmengine.runner import TestLoop, ValLoop
+from mmengine.runner.loops import _parse_losses
+
+from ...models.layers.skip import enumerate_skips, format_skip, parse_skip
+from ...models.layers.skip_aware import AdaptiveDepthMixin
+
+SkipsArg = Union[str, Sequence]
+
+
+def resolve_skips(skips: SkipsArg, num_stages: int) -> List[tuple]:
+    """``'all'``, ``'FFFF,TTFF'``, or a list of skip values -> list of skip tuples."""
+    if isinstance(skips, str):
+        if skips.strip().lower() == 'all':
+            return list(enumerate_skips(num_stages))
+        skips = [s for s in skips.split(',') if s.strip()]
+    return [parse_skip(s.strip() if isinstance(s, str) else s, num_stages) for s in skips]
+
+
+def metrics_table(rows: Dict[str, dict]) -> str:
+    """A plain-text table: one row per sub-network, one column per metric."""
+    keys = []
+    for m in rows.values():
+        keys += [k for k in m if k not in keys and isinstance(m[k], (int, float))]
+    header = ['skip'] + keys
+    body = [[skip] + [f'{m.get(k, float("nan")):.4g}' for k in keys]
+            for skip, m in rows.items()]
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    line = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
+    fmt = lambda r: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |'  # noqa
+    return '\n'.join([line, fmt(header), line] + [fmt(r) for r in body] + [line])
+
+
+class _SubnetLoopMixin:
+
+    def _write_results(self, stem: str) -> None:
+        """``stem.json`` (skip -> metrics) and ``stem.csv`` (one row per sub-network)."""
+        with open(stem + '.json', 'w') as f:
+            json.dump(self.results, f, indent=1)
+        keys = sorted({k for m in self.results.values() for k in m})
+        with open(stem + '.csv', 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['skip'] + keys)
+            for skip, m in self.results.items():
+                writer.writerow([skip] + [m.get(k, '') for k in keys])
+        print_log(f'per-sub-network results written to {stem}.json / .csv', logger='current')
+
+    def _init_skips(self, skips: SkipsArg) -> None:
+        self._skips_arg = skips
+        self.results: Dict[str, dict] = {}
+
+    def _backbone(self):
+        model = self.runner.model
+        model = model.module if is_model_wrapper(model) else model
+        backbone = getattr(model, 'backbone', None)
+        if not isinstance(backbone, AdaptiveDepthMixin):
+            raise TypeError(f'{type(self).__name__} needs an ADN backbone; the model has '
+                            f'{type(backbone).__name__}')
+        return backbone
+
+    def _run_subnets(self, stage: str) -> dict:
+        self.runner.call_hook(f'before_{stage}')
+        self.runner.call_hook(f'before_{stage}_epoch')
+        self.runner.model.eval()
+        backbone = self._backbone()
+        all_metrics, self.results = {}, {}
+        for skip in resolve_skips(self._skips_arg, backbone.num_skippable_stages):
+            name = format_skip(skip)
+            setattr(self, f'{stage}_loss', {})
+            with backbone.skipping(skip):
+                for idx, data_batch in enumerate(self.dataloader):
+                    self.run_iter(idx, data_batch)
+                metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+            losses = getattr(self, f'{stage}_loss')
+            if losses:
+                metrics.update(_parse_losses(losses, stage))
+            self.results[name] = metrics
+            all_metrics.update({f'{name}/{k}': v for k, v in metrics.items()})
+        print_log(f'{stage} results per sub-network:\n' + metrics_table(self.results),
+                  logger='current')
+        if stage == 'test' and is_main_process():
+            self._write_results(osp.join(self.runner.log_dir, 'subnet_results'))
+        self.runner.call_hook(f'after_{stage}_epoch', metrics=all_metrics)
+        self.runner.call_hook(f'after_{stage}')
+        return all_metrics
+
+
+@LOOPS.register_module()
+class SubnetValLoop(_SubnetLoopMixin, ValLoop):
+    """``val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))``.
+
+    Args:
+        skips: sub-networks to evaluate: a list of skip values, ``'all'`` or a
+            comma-separated string such as ``'FFFF,TTFF,TTTT'``.
+    """
+
+    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
+                 skips: SkipsArg = ('super', 'base')):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self._init_skips(skips)
+
+    def run(self) -> dict:
+        return self._run_subnets('val')
+
+
+@LOOPS.register_module()
+class SubnetTestLoop(_SubnetLoopMixin, TestLoop):
+    """``test_cfg = dict(type='SubnetTestLoop', skips='all')``; see :class:`SubnetValLoop`."""
+
+    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
+                 skips: SkipsArg = ('super', 'base')):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self._init_skips(skips)
+
+    def run(self) -> dict:
+        return self._run_subnets('test')

@@ -1,0 +1,327 @@
+"""Load mmengine checkpoints under ``torch.load(weights_only=True)``.
+
+Why this module exists
+----------------------
+Since PyTorch 2.6, :func:`torch.load` defaults to ``weights_only=True``: it
+unpickles with a restricted unpickler that only rebuilds tensors, plain
+containers and globals on an allow-list, so that a checkpoint cannot run code
+while it is loaded. mmengine 0.10.7 calls ``torch.load`` without
+``weights_only``, and the checkpoints its :class:`~mmengine.runner.Runner`
+writes hold a few objects outside torch's default allow-list, so ``--resume``
+and loading a trained checkpoint fail with ``UnpicklingError``.
+
+The usual workaround, ``weights_only=False``, lets any checkpoint execute
+arbitrary code. Instead, :func:`allow_mmengine_checkpoints`:
+
+1. Allow-lists (:func:`torch.serialization.add_safe_globals`) exactly what
+   real mmengine checkpoints hold beyond tensors and plain containers. These
+   were found by training a small model with a real ``Runner`` (default hooks,
+   ``LoggerHook``, ``CheckpointHook``, SGD, ``LinearLR`` + ``MultiStepLR``) and
+   listing what :func:`torch.serialization.get_unsafe_globals_in_checkpoint`
+   and ``torch.load(weights_only=True)`` refuse. They all come from
+   ``checkpoint['message_hub']``:
+
+   * :class:`mmengine.logging.HistoryBuffer`: the logged scalars
+     (``train/loss``, ``train/lr``, ...) kept for resuming.
+   * ``getattr(HistoryBuffer, 'min' | 'max' | 'current' | 'mean')``: a pickled
+     ``HistoryBuffer`` stores its statistics methods, which pickle writes as
+     calls to ``builtins.getattr``. Generic ``getattr`` is *not* allowed; the
+     name ``builtins.getattr`` is bound to :func:`_history_buffer_getattr`,
+     which only looks up the statistics methods of ``HistoryBuffer`` and
+     refuses everything else. The looked-up function is only stored, never
+     called, during unpickling (the unpickler only calls allow-listed
+     callables).
+   * ``numpy.ndarray`` with ``numpy._core.multiarray._reconstruct`` (the
+     buffers' ``_log_history``/``_count_history``) and
+     ``numpy._core.multiarray.scalar`` (numpy scalars in ``runtime_info``,
+     e.g. ``eta``; also ``best_score`` of ``CheckpointHook(save_best=...)``),
+     registered under both the numpy >= 2 (``numpy._core``) and numpy < 2
+     (``numpy.core``) names so that checkpoints written with either load.
+   * ``numpy.dtype`` and the dtype classes ``bool``, ``int32``, ``int64``,
+     ``float32`` and ``float64`` (float64/int64 for the buffers; float32,
+     int32 and bool for numpy metric values, and int32 as numpy < 2's default
+     integer on Windows). Dtype classes never appear in a pickle as globals,
+     but the restricted unpickler only restores state into instances of
+     allow-listed types. Object dtypes are not allowed.
+
+   Everything else a Runner checkpoint holds needs nothing: ``meta``
+   (``cfg`` is a string; ``dataset_meta`` of mmdet/mmpretrain holds tuples and
+   lists of strings, ints and tuples), ``state_dict`` (an ``OrderedDict`` of
+   tensors), ``optimizer`` (ints, floats, bools, ``None``, tuples, tensors)
+   and ``param_schedulers`` (``MultiStepLR`` milestones are a
+   ``collections.Counter``, which torch allows by default). No generic
+   callable (``eval``, ``getattr``, ``os.*``, ``functools.partial``, ...) is
+   allowed.
+
+2. Wraps the loaders that mmengine registers in
+   :class:`mmengine.runner.CheckpointLoader` (``load_from_local``,
+   ``load_from_http``, ...), through which ``load_checkpoint``,
+   ``_load_checkpoint``, ``Runner.load_checkpoint`` and ``Runner.resume`` go,
+   so that a checkpoint refused by ``weights_only`` raises
+   :class:`UnsafeCheckpointError` naming the file and the refused global(s),
+   explaining that they were refused because loading them could run code, and
+   how to allow-list them for a trusted file. ``torch.load`` itself is not
+   patched, and nothing in a refused pickle is executed: the restricted
+   unpickler stops at the first global it does not know.
+
+Plain ``state_dict`` files (bare dicts of tensors) need none of this and keep
+loading as before.
+"""
+import functools
+import inspect
+import os
+import pickle
+import re
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+__all__ = ['UnsafeCheckpointError', 'allow_mmengine_checkpoints']
+
+# Attribute set on the loaders we wrap, to keep the wrapping idempotent.
+_WRAPPED_FLAG = '__mmadn_weights_only_checked__'
+# Prefix of every error torch.load raises for a weights_only refusal.
+_WEIGHTS_ONLY_PREFIX = 'Weights only load failed'
+# Patterns of the reasons torch's weights_only unpickler gives.
+_UNSUPPORTED_GLOBAL = re.compile(
+    r'Unsupported global: GLOBAL (\S+) was not an allowed global')
+_BLOCKED_GLOBAL = re.compile(
+    r'unsupported GLOBAL (\S+) whose module (\S+) is blocked')
+_GETATTR_REFUSED = 'builtins.getattr('
+
+# The statistics methods HistoryBuffer registers by default (in
+# ``HistoryBuffer._set_default_statistics``, which only runs when a buffer is
+# created, so the class registry may still be empty at load time).
+_HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+_done = False
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint was refused by ``torch.load(weights_only=True)``.
+
+    Subclasses :class:`pickle.UnpicklingError`, which ``torch.load`` raises
+    for the same refusal, so code that handled that error keeps working.
+
+    Attributes:
+        filename (str): The checkpoint that was refused.
+        refused_globals (list[str]): The refused globals, as
+            ``module.qualname``; empty if torch refused the file for another
+            reason (e.g. an object of a type that is not allow-listed).
+    """
+
+    def __init__(self, message: str, filename: str,
+                 refused_globals: List[str]):
+        super().__init__(message)
+        self.filename = filename
+        self.refused_globals = refused_globals
+
+    def __reduce__(self):  # picklable, e.g. across worker processes
+        return type(self), (str(self), self.filename, self.refused_globals)
+
+
+def _history_buffer_getattr(obj, name):
+    """``builtins.getattr`` as the weights_only unpickler sees it.
+
+    Pickle writes a reference to a method such as ``HistoryBuffer.mean`` as
+    ``getattr(HistoryBuffer, 'mean')``, and every ``HistoryBuffer`` pickles
+    its statistics methods. This only allows that: ``obj`` must be
+    ``HistoryBuffer`` and ``name`` one of its statistics methods defined on
+    the class itself. Any other use (the way a malicious pickle would reach a
+    dangerous method) is refused, unless the user allow-listed the real
+    ``getattr`` (both are registered as ``builtins.getattr``).
+    """
+    from mmengine.logging import HistoryBuffer
+    if getattr in torch.serialization.get_safe_globals():
+        # The user trusts a file and allow-listed the real getattr; torch
+        # may pick either for 'builtins.getattr', so honour theirs.
+        return getattr(obj, name)
+    if (obj is HistoryBuffer and isinstance(name, str)
+            and not name.startswith('_')):
+        method = vars(HistoryBuffer).get(name)
+        if inspect.isfunction(method) and (
+                name in _HISTORY_BUFFER_STATISTICS
+                or HistoryBuffer._statistics_methods.get(name) is method):
+            return method
+    raise pickle.UnpicklingError(
+        f'builtins.getattr({obj!r}, {name!r}) was refused: mmadn only allows '
+        'getattr on mmengine.logging.HistoryBuffer for its statistics methods '
+        '(min, max, current, mean), because a general getattr would let a '
+        'checkpoint reach code to run.')
+
+
+def _numpy_safe_globals() -> List[Tuple[Callable, str]]:
+    """Numpy globals that mmengine checkpoints hold, under all their names."""
+    import numpy as np
+
+    # numpy 2 renamed numpy.core to numpy._core (numpy.core remains as a
+    # deprecated alias). Pickles name whichever the writer had, so register
+    # the helpers under both names, whatever numpy is installed.
+    np_core = getattr(np, '_core', None)
+    if np_core is None or not hasattr(np_core, 'multiarray'):
+        np_core = np.core  # numpy < 2
+    multiarray = np_core.multiarray
+    entries: List[Tuple[Callable, str]] = []
+    for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
+        entries.append((multiarray.scalar, f'{module}.scalar'))
+    entries.append((np.ndarray, 'numpy.ndarray'))
+    entries.append((np.dtype, 'numpy.dtype'))
+    return entries
+
+
+def _numpy_dtype_classes() -> List[type]:
+    """Types of the numpy dtypes allowed in arrays and scalars.
+
+    Not globals of the pickle: the restricted unpickler only restores state
+    (``BUILD``) into instances of allow-listed types, and a pickled dtype is
+    ``numpy.dtype('f8', ...)`` followed by such a ``BUILD``.
+    """
+    import numpy as np
+    return [type(np.dtype(code)) for code in ('?', 'i4', 'i8', 'f4', 'f8')]
+
+
+def _safe_globals() -> list:
+    from mmengine.logging import HistoryBuffer
+    return [
+        HistoryBuffer,
+        (_history_buffer_getattr, 'builtins.getattr'),
+        *_numpy_safe_globals(),
+        *_numpy_dtype_classes(),
+    ]
+
+
+def _refused_globals(filename, message: str) -> List[str]:
+    """The globals of ``filename`` that weights_only refuses.
+
+    Statically lists the pickle's globals when the file is a local
+    ``torch.save`` zip (all of them at once, nothing is executed); otherwise
+    falls back to the one named in torch's error ``message``.
+    """
+    found: List[str] = []
+    get_unsafe = getattr(torch.serialization,
+                         'get_unsafe_globals_in_checkpoint', None)
+    if get_unsafe is not None and isinstance(filename, str) \
+            and os.path.isfile(os.path.expanduser(filename)):
+        try:
+            found = sorted(get_unsafe(os.path.expanduser(filename)))
+        except Exception:  # noqa: BLE001 - legacy format, unreadable, ...
+            found = []
+    if not found:
+        for pattern in (_UNSUPPORTED_GLOBAL, _BLOCKED_GLOBAL):
+            match = pattern.search(message)
+            if match:
+                name = match.group(1)
+                # torch strips "builtins." from the names it reports.
+                found = [name if '.' in name else f'builtins.{name}']
+                break
+    if _GETATTR_REFUSED in message and 'builtins.getattr' not in found:
+        found.append('builtins.getattr')
+    return found
+
+
+def _blocked_module(name: str) -> Optional[str]:
+    """The module of ``name`` if torch never allows it (``os``, ``sys``)."""
+    blocked = getattr(torch._weights_only_unpickler, '_blocklisted_modules',
+                      ('sys', 'os', 'posix', 'nt'))
+    module = name.split('.')[0]
+    return module if module in blocked else None
+
+
+def _refusal_message(filename, refused: List[str], detail: str) -> str:
+    """The message of :class:`UnsafeCheckpointError`.
+
+    Args:
+        filename: The checkpoint.
+        refused: The refused globals (may be empty).
+        detail: The message of torch's ``UnpicklingError``.
+    """
+    if not refused:
+        return (
+            f'Refused to load checkpoint {filename!r}: '
+            'torch.load(weights_only=True) does not accept its content, '
+            'since loading arbitrary pickled objects could run code. '
+            f'torch said:\n{detail}\nIf you trust this file, allow-list the '
+            'type it names with torch.serialization.add_safe_globals([...]) '
+            'before loading it.')
+    names = ', '.join(refused)
+    lines = [
+        f'Refused to load checkpoint {filename!r}: it references '
+        f'{names}, which torch.load(weights_only=True) refused: loading it '
+        'could run code (a pickle can call any global it names), so the file '
+        'was not loaded and none of its code ran.'
+    ]
+    # Say what a refused getattr was asked for (our message, inside torch's).
+    lines += [
+        line.strip() for line in detail.splitlines()
+        if line.strip().startswith(_GETATTR_REFUSED)
+    ]
+    blocked = sorted({m for m in map(_blocked_module, refused) if m})
+    if blocked:
+        lines.append(
+            f'torch never allows globals of module(s) {", ".join(blocked)} '
+            'in weights_only loads: a checkpoint referencing them is almost '
+            'certainly malicious. Only torch.load(..., weights_only=False) '
+            'could load it, which runs that code; do not do that unless you '
+            'wrote the file yourself.')
+    allowable = [name for name in refused if not _blocked_module(name)]
+    if allowable:
+        imports = '\n'.join(
+            f'    from {name.rsplit(".", 1)[0]} import {name.rsplit(".", 1)[1]}'
+            for name in allowable)
+        listed = ', '.join(name.rsplit('.', 1)[1] for name in allowable)
+        lines.append(
+            'If you trust the source of this file, allow-list '
+            f'{"it" if len(allowable) == 1 else "them"} before loading:\n'
+            f'    import torch\n{imports}\n'
+            f'    torch.serialization.add_safe_globals([{listed}])\n'
+            '(or load it inside '
+            f'`with torch.serialization.safe_globals([{listed}]):`).')
+    return '\n'.join(lines)
+
+
+def _check_weights_only(loader: Callable) -> Callable:
+    """Wrap a CheckpointLoader scheme loader to explain refusals."""
+
+    @functools.wraps(loader)  # keeps __name__, which mmengine logs
+    def wrapper(filename, *args, **kwargs):
+        try:
+            return loader(filename, *args, **kwargs)
+        except UnsafeCheckpointError:
+            raise
+        except pickle.UnpicklingError as err:
+            message = str(err)
+            if _WEIGHTS_ONLY_PREFIX not in message:
+                raise  # a corrupt file, not a weights_only refusal
+            refused = _refused_globals(filename, message)
+            raise UnsafeCheckpointError(
+                _refusal_message(filename, refused, message), filename,
+                refused) from err
+
+    setattr(wrapper, _WRAPPED_FLAG, True)
+    return wrapper
+
+
+def _wrap_checkpoint_loaders() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if not getattr(loader, _WRAPPED_FLAG, False):
+            CheckpointLoader._schemes[prefix] = _check_weights_only(loader)
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Make mmengine checkpoints loadable with ``weights_only=True``.
+
+    Allow-lists the few types that mmengine checkpoints hold (see the module
+    docstring) and makes mmengine's checkpoint loaders report a refused
+    checkpoint with :class:`UnsafeCheckpointError`. Idempotent and cheap:
+    calling it again does nothing.
+    """
+    global _done
+    if _done:
+        return
+    # torch < 2.4 has no allow-list (and loads with weights_only=False).
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(_safe_globals())
+    _wrap_checkpoint_loaders()
+    _done = True

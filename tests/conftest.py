@@ -1,0 +1,66 @@
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')
+CLS_DEMO = osp.join(ROOT, 'configs', 'demo', 'resnet18_adn_demo.py')
+
+# small generated data shared by the tests of one session
+SMALL_DET = dict(num_train=16, num_val=8)
+SMALL_CLS = dict(num_train_per_class=8, num_val_per_class=4)
+
+
+@pytest.fixture(scope='session')
+def det_data_root(tmp_path_factory):
+    from mmadn.datasets import ensure_demo_shapes
+    return ensure_demo_shapes(str(tmp_path_factory.mktemp('data') / 'demo_shapes'),
+                              **SMALL_DET)
+
+
+@pytest.fixture(scope='session')
+def cls_data_root(tmp_path_factory):
+    from mmadn.datasets import ensure_demo_shapes_cls
+    return ensure_demo_shapes_cls(str(tmp_path_factory.mktemp('data') / 'demo_shapes_cls'),
+                                  **SMALL_CLS)
+
+
+def det_overrides(data_root, iters=2):
+    """--cfg-options pointing the demo detection config at small data, a few iterations."""
+    root = data_root.rstrip('/') + '/'
+    return [
+        f'train_dataloader.dataset.data_root={root}',
+        f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={root}annotations/instances_val.json',
+        f'test_evaluator.ann_file={root}annotations/instances_val.json',
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+        'default_hooks.checkpoint.interval=1',
+    ]
+
+
+def cls_overrides(data_root, iters=2):
+    return [
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}',
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
+        'default_hooks.checkpoint.interval=1',
+    ]
+
+
+def run_tool(args, timeout=600, env=None):
+    """Run a tools/ script as a user would, with the test interpreter."""
+    if args[0] == 'python':
+        args = [sys.executable] + list(args[1:])
+    full_env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout[-3000:] + '\n' + proc.stderr[-6000:])
+    return proc

@@ -1,0 +1,175 @@
+"""The training hook on a real mmdet Mask R-CNN and a real mmpretrain classifier."""
+import glob
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+import mmadn  # noqa: F401
+from mmadn.engine.hooks import SubPathSpecializationHook
+
+from ..conftest import CLS_DEMO, DET_DEMO, cls_overrides, det_overrides, run_tool
+
+
+def _cfg(path, overrides, work_dir):
+    cfg = Config.fromfile(path)
+    parsed = {}  # the same parsing as --cfg-options
+    for item in overrides:
+        key, val = item.split('=', 1)
+        parsed[key] = DictAction._parse_iterable(val)
+    cfg.merge_from_dict(parsed)
+    cfg.work_dir = str(work_dir)
+    return cfg
+
+
+def _one_batch_losses(runner):
+    model = runner.model
+    batch = next(iter(runner.train_dataloader))
+    data = model.data_preprocessor(batch, True)
+    return model(**data, mode='loss')
+
+
+def _all_params_get_grads(runner):
+    model = runner.model
+    model.train()
+    model.zero_grad(set_to_none=True)
+    losses = _one_batch_losses(runner)
+    loss, log_vars = model.parse_losses(losses)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    return losses, log_vars, missing
+
+
+@pytest.fixture
+def det_runner(det_data_root, tmp_path):
+    cfg = _cfg(DET_DEMO, det_overrides(det_data_root), tmp_path)
+    runner = Runner.from_cfg(cfg)
+    yield runner
+    DefaultScope._instance_dict.clear()
+
+
+def test_detector_step_losses_grads_and_plain_keys(det_runner):
+    runner = det_runner
+    runner.model.init_weights()
+    plain_keys = list(runner.model.state_dict())
+    hook = SubPathSpecializationHook()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        hook.install(runner.model)
+        losses, log_vars, missing = _all_params_get_grads(runner)
+    assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask',
+            'loss_kd_feat'} <= set(losses)
+    assert 'loss_kd_logits' not in losses  # a detector has no classification head
+    assert log_vars['loss_kd_feat'] > 0
+    assert missing == []  # skip-aware BNs, skippable blocks, FPN, heads: all trained
+    bb = runner.model.backbone
+    assert bb.layer1[0].bn1_skip.weight.grad.abs().sum() > 0
+    assert bb.layer1[1].conv1.weight.grad.abs().sum() > 0
+    assert bb.skip_str == 'FFFF'  # restored after the two passes
+    assert list(runner.model.state_dict()) == plain_keys
+    hook.uninstall()
+    assert 'loss' not in runner.model.__dict__
+
+
+def test_hook_weights_follow_alpha_and_base_task_loss(det_runner):
+    runner = det_runner
+    runner.model.init_weights()
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        batch = next(iter(runner.train_dataloader))
+        data = runner.model.data_preprocessor(batch, True)
+        runner.model.eval()  # fixed BN statistics: the two calls see the same network
+        plain = runner.model(**data, mode='loss')
+        hook = SubPathSpecializationHook(alpha=0.25, base_task_loss=True)
+        hook.install(runner.model)
+        torch.manual_seed(0)
+        adn = runner.model(**data, mode='loss')
+        hook.uninstall()
+    # the proposal sampling is random, but RPN losses are deterministic in eval mode
+    assert adn['loss_rpn_cls'][0].item() == pytest.approx(0.25 * plain['loss_rpn_cls'][0].item(),
+                                                          rel=1e-4)
+    assert 'base_loss_rpn_cls' in adn and 'base_loss_mask' in adn
+    assert adn['loss_kd_feat'].item() > 0
+
+
+def test_hook_refuses_a_plain_backbone(det_data_root, tmp_path):
+    cfg = _cfg(DET_DEMO, det_overrides(det_data_root), tmp_path)
+    cfg.model.backbone = dict(type='ResNet', depth=18, norm_eval=False)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TypeError, match='ADN backbone.*got MaskRCNN with backbone ResNet'):
+        SubPathSpecializationHook().install(runner.model)
+    DefaultScope._instance_dict.clear()
+
+
+def test_classifier_step_logit_kd_accuracy_and_grads(cls_data_root, tmp_path):
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root), tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.model.init_weights()
+    hook = SubPathSpecializationHook(logit_kd=dict(type='SubPathKDLoss', topk=2))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        hook.install(runner.model)
+        losses, log_vars, missing = _all_params_get_grads(runner)
+        hook.uninstall()
+    assert {'loss', 'loss_kd_feat', 'loss_kd_logits', 'acc_super', 'acc_base'} <= set(losses)
+    assert 0 <= log_vars['acc_base'] <= 100
+    assert log_vars['loss_kd_logits'] > 0 and log_vars['loss_kd_feat'] > 0
+    assert missing == []
+    DefaultScope._instance_dict.clear()
+
+
+def _scalars(work_dir):
+    path = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0]
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _checkpoint_state(path):
+    return torch.load(path, map_location='cpu')['state_dict']
+
+
+def _assert_both_bn_sets_moved(state, prefix):
+    for name in (f'{prefix}layer2.0.bn1', f'{prefix}layer2.0.bn1_skip'):
+        assert state[name + '.running_mean'].abs().sum() > 0, name  # init: zeros
+        assert state[name + '.num_batches_tracked'].item() >= 2, name
+    assert not torch.equal(state[f'{prefix}layer2.0.bn1.running_mean'],
+                           state[f'{prefix}layer2.0.bn1_skip.running_mean'])
+
+
+def test_train_tool_detector(det_data_root, tmp_path):
+    work_dir = str(tmp_path / 'det')
+    run_tool(['python', 'tools/train.py', DET_DEMO, '--work-dir', work_dir, '--cfg-options'] +
+             det_overrides(det_data_root))
+    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    assert len(rows) == 2
+    assert {'loss_kd_feat', 'loss_cls', 'loss_mask', 'loss_rpn_cls'} <= set(rows[0])
+    val = [r for r in _scalars(work_dir) if 'FFFF/coco/bbox_mAP' in r]
+    assert val and 'TTTT/coco/segm_mAP' in val[0]
+    _assert_both_bn_sets_moved(_checkpoint_state(osp.join(work_dir, 'iter_2.pth')),
+                               'backbone.')
+
+
+def test_train_tool_classifier(cls_data_root, tmp_path):
+    work_dir = str(tmp_path / 'cls')
+    run_tool(['python', 'tools/train.py', CLS_DEMO, '--work-dir', work_dir, '--cfg-options'] +
+             cls_overrides(cls_data_root))
+    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    assert {'loss_kd_feat', 'loss_kd_logits', 'acc_base', 'acc_super'} <= set(rows[0])
+    val = [r for r in _scalars(work_dir) if 'FFFF/accuracy/top1' in r]
+    assert val and 'TTTT/accuracy/top1' in val[0]
+    _assert_both_bn_sets_moved(_checkpoint_state(osp.join(work_dir, 'iter_2.pth')),
+                               'backbone.')
+
+
+def test_dist_train_two_processes_on_cpu(det_data_root, tmp_path):
+    work_dir = str(tmp_path / 'dist')
+    run_tool(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work_dir,
+                     '--cfg-options'] + det_overrides(det_data_root),
+             env={'PORT': '29517'})
+    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    assert len(rows) == 2 and rows[-1]['loss_kd_feat'] > 0
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
+    assert 'world_size: 2' in log or 'Distributed training: True' in log

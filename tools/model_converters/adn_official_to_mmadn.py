@@ -1,0 +1,98 @@
+"""Convert the authors' released ResNet-ADN state dicts into mmadn checkpoints.
+
+    python tools/model_converters/adn_official_to_mmadn.py SRC OUT_DIR [--name NAME]
+
+SRC is a bare state dict (torchvision layout plus ``layerX.Y.bn{1,2,3}_skip.*`` keys; the
+'d' layout with ``downsample.1`` / ``downsample.2`` is recognised too), possibly wrapped in
+``{'state_dict': ...}`` / ``{'model': ...}`` or with DDP's ``module.`` prefix. Writes
+
+* ``OUT_DIR/NAME_in1k.pth``: an mmpretrain ImageClassifier checkpoint
+  (``backbone.*`` + ``head.fc.*``), for ``configs/imagenet/resnet*_adn_*.py``;
+* ``OUT_DIR/NAME_backbone.pth``: backbone-only weights for detection configs
+  (``init_cfg=dict(type='Pretrained', checkpoint=...)``).
+
+Both are checked by loading them into ResNetADN of the detected depth (strictly).
+"""
+import argparse
+import os
+import os.path as osp
+import re
+from collections import OrderedDict
+
+import torch
+
+import mmadn  # noqa: F401  (checkpoint loading rules)
+from mmadn.models.backbones import ResNetADN
+
+BLOCKS_TO_DEPTH = {
+    ((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
+    ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152,
+}
+
+
+def unwrap(obj):
+    for key in ('state_dict', 'model', 'model_state'):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError('expected a state dict (a mapping of names to tensors)')
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                       for k, v in obj.items())
+
+
+def detect_arch(state):
+    blocks, bottleneck = {}, False
+    for key in state:
+        m = re.match(r'layer(\d)\.(\d+)\.(conv\d)\.weight$', key)
+        if m:
+            stage, idx = int(m.group(1)), int(m.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), idx + 1)
+            bottleneck |= m.group(3) == 'conv3'
+    counts = tuple(blocks.get(i, 0) for i in range(1, 5))
+    depth = BLOCKS_TO_DEPTH.get((counts, bottleneck))
+    if depth is None:
+        raise ValueError(f'not a ResNet(-ADN) state dict: found {counts} blocks per stage '
+                         f'({"Bottleneck" if bottleneck else "BasicBlock"}); expected the '
+                         'block counts of ResNet-18/34/50/101/152')
+    avg_down = any(re.match(r'layer\d\.0\.downsample\.2\.weight$', k) for k in state)
+    has_skip = any('_skip.' in k for k in state)
+    return depth, avg_down, has_skip
+
+
+def convert(src, out_dir, name=None):
+    state = unwrap(torch.load(src, map_location='cpu'))
+    depth, avg_down, has_skip = detect_arch(state)
+    backbone = OrderedDict((k, v) for k, v in state.items() if not k.startswith('fc.'))
+    model = ResNetADN(depth=depth, avg_down=avg_down)
+    model.load_state_dict(backbone, strict=True)  # fills missing skip norms, checks shapes
+    backbone = model.state_dict()
+    classifier = OrderedDict(('backbone.' + k, v) for k, v in backbone.items())
+    if 'fc.weight' in state:
+        classifier['head.fc.weight'] = state['fc.weight']
+        classifier['head.fc.bias'] = state['fc.bias']
+    name = name or f'resnet{depth}{"d" if avg_down else ""}_adn'
+    os.makedirs(out_dir, exist_ok=True)
+    meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down,
+                had_skip_norms=has_skip)
+    paths = dict(classifier=osp.join(out_dir, f'{name}_in1k.pth'),
+                 backbone=osp.join(out_dir, f'{name}_backbone.pth'))
+    torch.save(dict(state_dict=classifier, meta=meta), paths['classifier'])
+    torch.save(dict(state_dict=backbone, meta=meta), paths['backbone'])
+    return paths, meta
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help="the authors' state dict (.pth)")
+    parser.add_argument('out_dir', help='where to write the converted checkpoints')
+    parser.add_argument('--name', help='file name stem (default: resnet{depth}[d]_adn)')
+    args = parser.parse_args()
+    paths, meta = convert(args.src, args.out_dir, args.name)
+    print(f"ResNet-{meta['depth']}{'d' if meta['avg_down'] else ''}-ADN "
+          f"(skip norms {'found' if meta['had_skip_norms'] else 'copied from partners'})")
+    for kind, path in paths.items():
+        print(f'{kind:>10}: {path}')
+
+
+if __name__ == '__main__':
+    main()
