@@ -22,6 +22,8 @@ def _cfg(path, overrides, work_dir):
         key, val = item.split('=', 1)
         parsed[key] = DictAction._parse_iterable(val)
     cfg.merge_from_dict(parsed)
+    # zero-initialized residual branches make super- and base-net equal at init (KD = 0)
+    cfg.model.backbone.zero_init_residual = False
     cfg.work_dir = str(work_dir)
     return cfg
 
@@ -82,6 +84,7 @@ def test_hook_weights_follow_alpha_and_base_task_loss(det_runner):
         batch = next(iter(runner.train_dataloader))
         data = runner.model.data_preprocessor(batch, True)
         runner.model.eval()  # fixed BN statistics: the two calls see the same network
+        torch.manual_seed(0)  # the same RPN / RoI samples in both calls
         plain = runner.model(**data, mode='loss')
         hook = SubPathSpecializationHook(alpha=0.25, base_task_loss=True)
         hook.install(runner.model)

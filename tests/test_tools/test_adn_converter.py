@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 import torch
 import torchvision
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
@@ -16,11 +15,13 @@ def _official_like_state(depth=50, avg_down=False):
     """A state dict in the authors' layout: torchvision keys plus the *_skip BNs."""
     torch.manual_seed(0)
     adn = ResNetADN(depth=depth, avg_down=avg_down)
-    with torch.no_grad():
-        for name, t in adn.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) * 0.5 + 0.5 if 'var' in name or 'weight' in name
-                        else torch.randn_like(t) * 0.05)
+    with torch.no_grad():  # distinct BN statistics and affine parameters everywhere
+        for m in adn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.2, 0.5)
+                m.running_mean.normal_(0, 0.05)
+                m.bias.normal_(0, 0.05)
     state = dict(adn.state_dict())
     state['fc.weight'] = torch.randn(1000, 2048) * 0.01
     state['fc.bias'] = torch.zeros(1000)
