@@ -14,4 +14,8 @@ WORK_DIR=${WORK_DIR:-work_dirs/demo_mask_rcnn_r18_adn}
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "$@"
 CKPT="$(cat "$WORK_DIR/last_checkpoint")"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR/test" \
-    --skip all 2>&1 | tee "$WORK_DIR/test.log" | grep -v "^\s*$" | tail -n 25
+    --skip all >"$WORK_DIR/test.log" 2>&1 || { tail -n 40 "$WORK_DIR/test.log"; exit 1; }
+echo "Demo: adaptive-depth Mask R-CNN (ResNet-18-ADN) on demo_shapes val, every sub-network"
+echo "(T = that stage skips its specialized blocks; FFFF = super-net, TTTT = base-net):"
+grep -E '^[|+]' "$WORK_DIR/test.log"
+echo "Full log: $WORK_DIR/test.log; per-sub-network JSON/CSV under $WORK_DIR/test/"

@@ -176,3 +176,34 @@ def test_dist_train_two_processes_on_cpu(det_data_root, tmp_path):
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
     log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
     assert 'world_size: 2' in log or 'Distributed training: True' in log
+
+
+def test_kd_warmup_ramps_the_kd_weight_and_bad_arguments():
+    hook = SubPathSpecializationHook(alpha=0.5, kd_warmup_iters=10)
+    weights = []
+    for it in (0, 5, 10, 20):
+        hook._iter = it
+        weights.append(hook.kd_weight())
+    assert weights == [0.0, 0.25, 0.5, 0.5]
+    with pytest.raises(ValueError, match='alpha=1.5'):
+        SubPathSpecializationHook(alpha=1.5)
+    with pytest.raises(ValueError, match="features='fpn'"):
+        SubPathSpecializationHook(features='fpn')
+
+
+def test_classifier_trains_with_ema_and_gradient_accumulation(cls_data_root, tmp_path):
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root, iters=4), tmp_path)
+    cfg.custom_hooks = cfg.custom_hooks + [dict(type='EMAHook', momentum=0.01)]
+    cfg.optim_wrapper.accumulative_counts = 2
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    DefaultScope._instance_dict.clear()
+    assert runner.iter == 4
+    rows = [r for r in _scalars(str(tmp_path)) if 'loss' in r]
+    assert len(rows) == 4 and all(r['loss_kd_logits'] > 0 for r in rows)
+    state = torch.load(osp.join(str(tmp_path), 'iter_4.pth'))
+    ema = state['ema_state_dict']
+    assert 'module.backbone.layer1.0.bn1_skip.weight' in ema
+    # the EMA copy never ran the ADN loss: its keys are the model's keys
+    assert sorted(k[len('module.'):] for k in ema if k.startswith('module.')) == \
+        sorted(state['state_dict'])

@@ -297,3 +297,12 @@ def test_random_init_skip_norms_equal_partners():
         assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
     # zero_init_residual reached both sets of the last norm of each block
     assert torch.all(m.layer1[0].bn2_skip.weight == 0)
+
+
+def test_syncbn_conversion_keeps_skip_norms_switchable():
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(_tiny(skip='TFFF'))
+    block = model.layer1[0]
+    assert isinstance(block.bn1_skip, nn.SyncBatchNorm)
+    assert block.norm1 is block.bn1_skip  # the property follows the converted module
+    model.set_skip('FFFF')
+    assert block.norm1 is block.bn1

@@ -33,16 +33,24 @@ def resolve_skips(skips: SkipsArg, num_stages: int) -> List[tuple]:
 
 
 def metrics_table(rows: Dict[str, dict]) -> str:
-    """A plain-text table: one row per sub-network, one column per metric."""
+    """A plain-text table: one row per sub-network, one column per metric (metrics that
+    are -1 everywhere, i.e. not applicable, are left out; a shared ``coco/``-style prefix
+    is dropped from the headers)."""
     keys = []
     for m in rows.values():
         keys += [k for k in m if k not in keys and isinstance(m[k], (int, float))]
-    header = ['skip'] + keys
+    keys = [k for k in keys if any(m.get(k, -1) != -1 for m in rows.values())]
+    prefixes = {k.split('/', 1)[0] for k in keys if '/' in k}
+    strip = len(prefixes) == 1 and all('/' in k for k in keys)
+    header = ['skip'] + [k.split('/', 1)[1] if strip else k for k in keys]
     body = [[skip] + [f'{m.get(k, float("nan")):.4g}' for k in keys]
             for skip, m in rows.items()]
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     line = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
-    fmt = lambda r: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |'  # noqa
+
+    def fmt(row):
+        return '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(row, widths)) + ' |'
+
     return '\n'.join([line, fmt(header), line] + [fmt(r) for r in body] + [line])
 
 
