@@ -1,3 +1,5 @@
+import glob
+import json
 import os
 import os.path as osp
 import subprocess
@@ -64,3 +66,12 @@ def run_tool(args, timeout=600, env=None):
                           timeout=timeout)
     assert proc.returncode == 0, (proc.stdout[-3000:] + '\n' + proc.stderr[-6000:])
     return proc
+
+
+def read_scalars(work_dir):
+    """The rows mmengine's LocalVisBackend logged (training and validation), in order."""
+    rows = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows

@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 import mmadn  # noqa: F401
 from mmadn.engine.hooks import SubPathSpecializationHook
 
-from ..conftest import CLS_DEMO, DET_DEMO, cls_overrides, det_overrides, run_tool
+from ..conftest import (CLS_DEMO, DET_DEMO, cls_overrides, det_overrides, read_scalars,
+                        run_tool)
 
 
 def _cfg(path, overrides, work_dir):
@@ -123,12 +124,6 @@ def test_classifier_step_logit_kd_accuracy_and_grads(cls_data_root, tmp_path):
     DefaultScope._instance_dict.clear()
 
 
-def _scalars(work_dir):
-    path = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0]
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _checkpoint_state(path):
     return torch.load(path, map_location='cpu')['state_dict']
 
@@ -145,10 +140,10 @@ def test_train_tool_detector(det_data_root, tmp_path):
     work_dir = str(tmp_path / 'det')
     run_tool(['python', 'tools/train.py', DET_DEMO, '--work-dir', work_dir, '--cfg-options'] +
              det_overrides(det_data_root))
-    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    rows = [r for r in read_scalars(work_dir) if 'loss' in r]
     assert len(rows) == 2
     assert {'loss_kd_feat', 'loss_cls', 'loss_mask', 'loss_rpn_cls'} <= set(rows[0])
-    val = [r for r in _scalars(work_dir) if 'FFFF/coco/bbox_mAP' in r]
+    val = [r for r in read_scalars(work_dir) if 'FFFF/coco/bbox_mAP' in r]
     assert val and 'TTTT/coco/segm_mAP' in val[0]
     _assert_both_bn_sets_moved(_checkpoint_state(osp.join(work_dir, 'iter_2.pth')),
                                'backbone.')
@@ -158,9 +153,9 @@ def test_train_tool_classifier(cls_data_root, tmp_path):
     work_dir = str(tmp_path / 'cls')
     run_tool(['python', 'tools/train.py', CLS_DEMO, '--work-dir', work_dir, '--cfg-options'] +
              cls_overrides(cls_data_root))
-    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    rows = [r for r in read_scalars(work_dir) if 'loss' in r]
     assert {'loss_kd_feat', 'loss_kd_logits', 'acc_base', 'acc_super'} <= set(rows[0])
-    val = [r for r in _scalars(work_dir) if 'FFFF/accuracy/top1' in r]
+    val = [r for r in read_scalars(work_dir) if 'FFFF/accuracy/top1' in r]
     assert val and 'TTTT/accuracy/top1' in val[0]
     _assert_both_bn_sets_moved(_checkpoint_state(osp.join(work_dir, 'iter_2.pth')),
                                'backbone.')
@@ -171,7 +166,7 @@ def test_dist_train_two_processes_on_cpu(det_data_root, tmp_path):
     run_tool(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work_dir,
                      '--cfg-options'] + det_overrides(det_data_root),
              env={'PORT': '29517'})
-    rows = [r for r in _scalars(work_dir) if 'loss' in r]
+    rows = [r for r in read_scalars(work_dir) if 'loss' in r]
     assert len(rows) == 2 and rows[-1]['loss_kd_feat'] > 0
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
     log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
@@ -199,7 +194,7 @@ def test_classifier_trains_with_ema_and_gradient_accumulation(cls_data_root, tmp
     runner.train()
     DefaultScope._instance_dict.clear()
     assert runner.iter == 4
-    rows = [r for r in _scalars(str(tmp_path)) if 'loss' in r]
+    rows = [r for r in read_scalars(str(tmp_path)) if 'loss' in r]
     assert len(rows) == 4 and all(r['loss_kd_logits'] > 0 for r in rows)
     state = torch.load(osp.join(str(tmp_path), 'iter_4.pth'))
     ema = state['ema_state_dict']

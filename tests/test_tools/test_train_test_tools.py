@@ -9,15 +9,7 @@ import sys
 import pytest
 import torch
 
-from ..conftest import CLS_DEMO, ROOT, cls_overrides, run_tool
-
-
-def _scalars(work_dir):
-    rows = []
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            rows += [json.loads(line) for line in f if line.strip()]
-    return rows
+from ..conftest import CLS_DEMO, ROOT, cls_overrides, read_scalars, run_tool
 
 
 def _train(work_dir, data_root, iters, extra=()):
@@ -32,7 +24,7 @@ def test_interrupted_training_resumes_to_the_same_iteration(cls_data_root, tmp_p
     _train(part, cls_data_root, 2)  # "interrupted" after 2 of 4 iterations
     proc = _train(part, cls_data_root, 4, extra=['--resume'])
     assert 'resumed' in (proc.stdout + proc.stderr).lower()
-    steps = [r['step'] for r in _scalars(part) if 'loss' in r]
+    steps = [r['step'] for r in read_scalars(part) if 'loss' in r]
     assert steps == [1, 2, 3, 4]  # iterations 3 and 4 ran after the resume, nothing twice
     meta_full = torch.load(osp.join(full, 'iter_4.pth'), weights_only=False)['meta']
     meta_part = torch.load(osp.join(part, 'iter_4.pth'))['meta']  # weights_only (mmadn)
