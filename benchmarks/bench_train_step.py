@@ -5,11 +5,15 @@ plain training step of the same model, interleaved in one run (A B A B ...), med
     python benchmarks/bench_train_step.py --task det  # Mask R-CNN R-50-FPN
 
 Goals (issue 4): cls ratio <= 1 + FLOPs(base)/FLOPs(super) + 5% (about 1.68x), det <= 1.4x.
-Peak memory is reported on CUDA (torch.cuda.max_memory_allocated) and, on CPU, as the
-growth of the process's peak RSS during the first step of each kind.
+Peak memory: on CUDA torch.cuda.max_memory_allocated per step kind; on CPU, with
+``--memory``, each kind runs 2 steps in a fresh child process and its peak RSS is reported,
+next to a plain step of the base-net alone (so plain + base = two separate models).
 """
 import argparse
+import os.path as osp
 import resource
+import subprocess
+import sys
 import statistics
 import time
 
@@ -42,7 +46,9 @@ def build(task: str, device: str):
         from mmdet.structures.mask import BitmapMasks
         from mmengine.structures import InstanceData
         scope = 'mmdet'
-        cfg = Config.fromfile('mmdet::_base_/models/mask-rcnn_r50_fpn.py')
+        import mmdet
+        cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs',
+                                       '_base_', 'models', 'mask-rcnn_r50_fpn.py'))
         cfg.model.backbone = dict(type='ResNetADN', depth=50, frozen_stages=1,
                                   norm_eval=True, init_cfg=None)
         cfg.model.pop('data_preprocessor')
@@ -81,14 +87,51 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def run_only(args, scope, model, optim, inputs, samples):
+    hook = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode=args.kd_mode))
+    with DefaultScope.overwrite_default_scope(scope):
+        if args.only == 'adn':
+            hook.install(model)
+        model.backbone.set_skip('base' if args.only == 'base' else 'super')
+        for _ in range(2):
+            step(model, optim, inputs, samples)
+    print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def cpu_memory(args):
+    peaks = {}
+    for kind in ('plain', 'base', 'adn'):
+        out = subprocess.run([sys.executable, __file__, '--task', args.task, '--device', 'cpu',
+                              '--kd-mode', args.kd_mode, '--only', kind],
+                             capture_output=True, text=True, check=True).stdout
+        peaks[kind] = float(out.split('peak_rss_mib')[-1])
+    print(f'task={args.task} kd_mode={args.kd_mode} peak RSS per process (MiB, CPU)')
+    print('| step | peak RSS MiB |')
+    print('|---|---|')
+    print(f"| plain super-net (FFFF) | {peaks['plain']:.0f} |")
+    print(f"| plain base-net alone (TTTT) | {peaks['base']:.0f} |")
+    print(f"| ADN (FFFF + TTTT + KD) | {peaks['adn']:.0f} |")
+    print(f"ADN / plain = {peaks['adn'] / peaks['plain']:.2f}x; two separate models "
+          f"(plain + base) = {(peaks['plain'] + peaks['base']) / peaks['plain']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--task', choices=['cls', 'det'], default='cls')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--kd-mode', choices=['spatial', 'pooled'], default='spatial',
+                        help='feature KD form (SubPathKDLoss mode)')
+    parser.add_argument('--memory', action='store_true',
+                        help='CPU: peak RSS of each step kind, each in a fresh process')
+    parser.add_argument('--only', choices=['plain', 'adn', 'base'], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory:
+        return cpu_memory(args)
     scope, model, optim, inputs, samples = build(args.task, args.device)
-    hook = SubPathSpecializationHook()
+    if args.only:
+        return run_only(args, scope, model, optim, inputs, samples)
+    hook = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode=args.kd_mode))
     times = {'plain': [], 'adn': []}
     peak = {}
     with DefaultScope.overwrite_default_scope(scope):
@@ -98,7 +141,6 @@ def main():
                     hook.install(model)
                 if args.device == 'cuda':
                     torch.cuda.reset_peak_memory_stats()
-                rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 sync(args.device)
                 t0 = time.perf_counter()
                 step(model, optim, inputs, samples)
@@ -106,14 +148,12 @@ def main():
                 dt = time.perf_counter() - t0
                 if args.device == 'cuda':
                     peak[kind] = torch.cuda.max_memory_allocated() / 2**20
-                elif r == 0:
-                    peak[kind] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
                 hook.uninstall()
                 if r > 0:
                     times[kind].append(dt)
     bb = model.backbone
     plain, adn = statistics.median(times['plain']), statistics.median(times['adn'])
-    print(f'task={args.task} device={args.device} batch={inputs.shape[0]} '
+    print(f'task={args.task} kd_mode={args.kd_mode} device={args.device} batch={inputs.shape[0]} '
           f'size={inputs.shape[-1]} repeats={args.repeats} torch={torch.__version__}')
     print('| step | median s | peak memory MiB |')
     print('|---|---|---|')

@@ -53,19 +53,18 @@ class SubPathKDLoss(nn.Module):
                              f'{tuple(student.shape)}')
         with torch.autocast(device_type=student.device.type, enabled=False):
             s, t = student.float(), teacher.detach().float()
-            if s.dim() == 4:
-                if self.mode == 'pooled':
-                    s, t = s.mean(dim=(2, 3)), t.mean(dim=(2, 3))
-                else:  # one row per location: (N*H*W, C)
-                    s = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1])
-                    t = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+            if s.dim() == 4 and self.mode == 'pooled':
+                s, t = s.mean(dim=(2, 3)), t.mean(dim=(2, 3))
+            # channels are dim 1; in 'spatial' mode every (n, h, w) location is a row
             if self.topk is not None and self.topk < s.shape[1]:
                 idx = t.topk(self.topk, dim=1).indices
                 s, t = s.gather(1, idx), t.gather(1, idx)
             temp = self.temperature
-            log_s = F.log_softmax(s / temp, dim=1)
-            log_t = F.log_softmax(t / temp, dim=1)
-            kl = F.kl_div(log_s, log_t, reduction='none', log_target=True).sum(dim=1).mean()
+            if temp != 1.0:
+                s, t = s / temp, t / temp
+            log_s, log_t = F.log_softmax(s, dim=1), F.log_softmax(t, dim=1)
+            rows = s.numel() // s.shape[1]  # N, or N * H * W locations
+            kl = F.kl_div(log_s, log_t, reduction='sum', log_target=True) / rows
             return kl * (temp * temp) * self.loss_weight
 
     def extra_repr(self) -> str:
