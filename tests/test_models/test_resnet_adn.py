@@ -306,3 +306,32 @@ def test_syncbn_conversion_keeps_skip_norms_switchable():
     assert block.norm1 is block.bn1_skip  # the property follows the converted module
     model.set_skip('FFFF')
     assert block.norm1 is block.bn1
+
+
+def test_init_cfg_pretrained_from_a_plain_resnet_file(tmp_path, capsys):
+    torch.manual_seed(2)
+    ref = ResNet(depth=18)
+    ref.init_weights()
+    with torch.no_grad():
+        ref.layer3[0].bn1.weight.uniform_(0.5, 1.5)
+    torch.save(ref.state_dict(), tmp_path / 'r18.pth')  # a bare state dict, like torchvision's
+    MMLogger.get_instance('mmadn_test_pretrained')  # a logger writing to the captured stdout
+    m = ResNetADN(depth=18, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'r18.pth')))
+    m.init_weights()
+    assert torch.equal(m.layer3[0].bn1.weight, ref.layer3[0].bn1.weight)
+    assert torch.equal(m.layer3[0].bn1_skip.weight, ref.layer3[0].bn1.weight)
+    out = capsys.readouterr()
+    assert 'start as copies of their partners' in out.out + out.err
+    assert 'missing keys' not in (out.out + out.err).lower()
+
+
+def test_plugins_pass_through_and_every_subnet_runs():
+    plugins = [dict(cfg=dict(type='ContextBlock', ratio=1. / 4), stages=(False, True, True, True),
+                    position='after_conv3')]
+    m = _tiny(depth=50, plugins=plugins, base_channels=16).eval()
+    assert len(m.layer2[0].after_conv3_plugin_names) == 1
+    assert not m.layer1[0].after_conv3_plugin_names
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outs = {format_skip(s): m.set_skip(s)(x)[-1] for s in [(False, ) * 4, (True, ) * 4]}
+    assert outs['FFFF'].shape == outs['TTTT'].shape == (1, 512, 2, 2)

@@ -120,6 +120,8 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         object.__setattr__(self, '_pending_num_shared',
                            self._resolve_num_shared(num_shared_blocks, stage_blocks, depth))
         super().__init__(depth, num_stages=num_stages, norm_eval=norm_eval, **kwargs)
+        # mmdet zero-inits the residual norms only under its default init_cfg
+        self._default_init = kwargs.get('init_cfg') is None and kwargs.get('pretrained') is None
         self.num_shared_blocks = self.__dict__.pop('_pending_num_shared')
         self.num_skippable_stages = len(self.res_layers)
         self.set_skip(skip)
@@ -174,7 +176,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
             isinstance(c, dict) and c.get('type') == 'Pretrained'
             for c in (self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]))
         if not pretrained:
-            if self.zero_init_residual and self.init_cfg is not None:
+            if self.zero_init_residual and self._default_init:
                 # mmdet's ResNet sets this up only for its own block classes
                 for layer in self.stage_modules():
                     for block in layer:
