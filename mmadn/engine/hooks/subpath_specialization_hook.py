@@ -86,8 +86,6 @@ class SubPathSpecializationHook(Hook):
         super_skip / base_skip: the two sub-networks trained. Defaults 'super' / 'base'.
     """
 
-    priority = 'NORMAL'
-
     def __init__(self,
                  alpha: float = 0.5,
                  features: str = 'stages',

@@ -10,7 +10,6 @@ import os.path as osp
 from typing import Dict, List, Sequence, Union
 
 from mmengine.dist import is_main_process
-
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
@@ -69,7 +68,8 @@ class _SubnetLoopMixin:
         print_log(f'per-sub-network results written to {stem}.json / .csv', logger='current')
 
     def _init_skips(self, skips: SkipsArg) -> None:
-        self._skips_arg = skips
+        # parsed once, when the loop is built: a bad skip fails before any evaluation
+        self.skips = resolve_skips(skips, self._backbone().num_skippable_stages)
         self.results: Dict[str, dict] = {}
 
     def _backbone(self):
@@ -87,7 +87,7 @@ class _SubnetLoopMixin:
         self.runner.model.eval()
         backbone = self._backbone()
         all_metrics, self.results = {}, {}
-        for skip in resolve_skips(self._skips_arg, backbone.num_skippable_stages):
+        for skip in self.skips:
             name = format_skip(skip)
             setattr(self, f'{stage}_loss', {})
             with backbone.skipping(skip):
