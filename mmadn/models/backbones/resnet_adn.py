@@ -53,14 +53,20 @@ class ADNBottleneck(_ADNBlockMixin, Bottleneck):
 
 
 class ADNResLayer(ResLayer):
-    """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped."""
+    """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped.
 
-    def __init__(self, *args, num_shared_blocks: int, **kwargs):
+    With ``skip_aware_norms=False`` the shared blocks get no ``*_skip`` norms and use the
+    same norms whether or not the stage skips (the "without skip-aware BN" ablation).
+    """
+
+    def __init__(self, *args, num_shared_blocks: int, skip_aware_norms: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.num_shared_blocks = num_shared_blocks
         self.skip = False
-        for block in itertools.islice(self._modules.values(), num_shared_blocks):
-            block.add_skip_norms()
+        if skip_aware_norms:
+            for block in itertools.islice(self._modules.values(), num_shared_blocks):
+                block.add_skip_norms()
 
     def set_skip(self, flag: bool) -> None:
         self.skip = bool(flag)
@@ -95,6 +101,10 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         norm_eval (bool): keep norms in eval mode while training. Default False (the
             classification setting); detection configs set it to True.
         with_cp (bool): non-reentrant activation checkpointing of each block.
+        skip_aware_norms (bool): give the shared blocks skip-aware norms (``bn1_skip`` ...).
+            Default True (ADN). False builds the paper's ablation "without skip-aware BN":
+            no ``*_skip`` modules, the shared blocks use one set of norms for every
+            sub-network (a checkpoint holding ``*_skip`` keys then has unexpected keys).
     """
 
     arch_settings = {
@@ -111,6 +121,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
                  skip='super',
                  norm_eval: bool = False,
                  num_stages: int = 4,
+                 skip_aware_norms: bool = True,
                  **kwargs):
         if depth not in self.arch_settings:
             raise ValueError(f'depth={depth!r}: expected one of '
@@ -119,6 +130,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         # read by make_res_layer while the parent builds the stages
         object.__setattr__(self, '_pending_num_shared',
                            self._resolve_num_shared(num_shared_blocks, stage_blocks, depth))
+        self.__dict__['skip_aware_norms'] = bool(skip_aware_norms)
         super().__init__(depth, num_stages=num_stages, norm_eval=norm_eval, **kwargs)
         # mmdet zero-inits the residual norms only under its default init_cfg
         self._default_init = kwargs.get('init_cfg') is None and kwargs.get('pretrained') is None
@@ -145,7 +157,8 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
 
     def make_res_layer(self, **kwargs):
         stage = len(self.res_layers)
-        return ADNResLayer(num_shared_blocks=self._pending_num_shared[stage], **kwargs)
+        return ADNResLayer(num_shared_blocks=self._pending_num_shared[stage],
+                           skip_aware_norms=self.skip_aware_norms, **kwargs)
 
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
