@@ -16,7 +16,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.skip import SkipTuple, default_num_shared_blocks
+from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
 from ..layers.skip_aware import AdaptiveDepthMixin, SkipAwareNormMixin
 
 
@@ -181,6 +181,54 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
     def stage_modules(self) -> List[torch.nn.Module]:
         """The modules whose outputs are the stage features distilled during training."""
         return [getattr(self, name) for name in self.res_layers]
+
+    # -- static export (mmadn.deploy) ---------------------------------------------------
+    _ADN_ONLY_ARGS = ('num_shared_blocks', 'skip', 'skip_aware_norms', 'init_cfg', 'pretrained')
+
+    def static_stage_blocks(self, skip: SkipLike = None) -> Tuple[int, ...]:
+        """Blocks per stage of the sub-network ``skip`` (default: the active one)."""
+        skip = self._skip if skip is None else parse_skip(skip, self.num_skippable_stages)
+        return tuple(k if s else len(getattr(self, name))
+                     for name, k, s in zip(self.res_layers, self.num_shared_blocks, skip))
+
+    def static_cfg(self, cfg: dict, skip: SkipLike = None) -> dict:
+        """The config of a plain :class:`StageResNet` that computes sub-network ``skip``.
+
+        ``cfg`` is this backbone's config: every mmdet ``ResNet`` argument in it is kept,
+        the ADN ones are dropped, and so is ``init_cfg`` (the exported checkpoint holds
+        every weight).
+        """
+        static = {k: v for k, v in dict(cfg).items()
+                  if k not in self._ADN_ONLY_ARGS + ('type', )}
+        scope = str(cfg.get('type', '')).rpartition('.')[0]
+        static.update(type=f'{scope}.StageResNet' if scope else 'StageResNet',
+                      stage_blocks=self.static_stage_blocks(skip), norm_eval=self.norm_eval,
+                      init_cfg=None)
+        return static
+
+    def static_state_dict(self, skip: SkipLike = None) -> Dict[str, torch.Tensor]:
+        """The weights of :meth:`static_cfg`'s ``StageResNet`` (keys relative to the
+        backbone): the skipped blocks are dropped; in a skipping stage each ``*_skip`` norm
+        takes its partner's keys, in the other stages the ``*_skip`` norms are dropped."""
+        skip = self._skip if skip is None else parse_skip(skip, self.num_skippable_stages)
+        skipping = {name for name, s in zip(self.res_layers, skip) if s}
+        dropped = tuple(block + '.' for block in self.skippable_blocks()
+                        if block.split('.')[0] in skipping)
+        target = {}  # norm module name -> its name in the static model (None: dropped)
+        for skip_name, partner in self.skip_norm_pairs():
+            in_skipping_stage = skip_name.split('.')[0] in skipping
+            target[skip_name] = partner if in_skipping_stage else None
+            if in_skipping_stage:
+                target[partner] = None
+        static = {}
+        for key, value in self.state_dict().items():
+            if key.startswith(dropped):
+                continue
+            module, _, field = key.rpartition('.')
+            module = target.get(module, module)
+            if module is not None:
+                static[f'{module}.{field}'] = value
+        return static
 
     # -- weights ------------------------------------------------------------------------
     def init_weights(self):

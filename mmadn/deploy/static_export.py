@@ -1,0 +1,153 @@
+"""Export one sub-network of an ADN model as a plain static model.
+
+The skipped blocks are removed and the skip-aware norms in use are moved into the ordinary
+norm slots, so the result is a normal mmdet / mmpretrain model (its backbone a
+``StageResNet`` with per-stage block counts) with a normal mmengine config and checkpoint.
+Everything else of the model (neck, heads, data preprocessor, pipelines) is kept as it is.
+"""
+import copy
+import os
+import os.path as osp
+import re
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+from mmengine.runner import load_checkpoint, save_checkpoint
+
+from ..analysis import find_adn_backbone, profile_forward
+from ..models.layers.skip import SkipLike, format_skip, parse_skip
+
+#: hooks that need an ADN backbone; a static model trains without them
+ADN_ONLY_HOOKS = ('SubPathSpecializationHook', )
+#: loops that switch sub-networks -> the plain loop of a static model
+SUBNET_LOOPS = {'SubnetValLoop': 'ValLoop', 'SubnetTestLoop': 'TestLoop'}
+EXPORT_API = ('static_cfg', 'static_state_dict')
+
+
+def build_model(cfg: Config, checkpoint: Optional[str] = None,
+                device: str = 'cpu') -> Tuple[nn.Module, dict]:
+    """Build ``cfg.model`` in the config's default scope and load ``checkpoint``.
+
+    Returns the model (in eval mode, on ``device``) and the checkpoint's ``meta``.
+    """
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    meta = {}
+    if checkpoint is not None:
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
+                               logger='silent')
+        meta = dict(ckpt.get('meta') or {})
+    return model.to(device).eval(), meta
+
+
+def exportable_backbone(model: nn.Module) -> nn.Module:
+    """The model's ADN backbone, if it can be exported to a static model."""
+    backbone = find_adn_backbone(model)
+    missing = [m for m in EXPORT_API if not callable(getattr(backbone, m, None))]
+    if missing:
+        raise NotImplementedError(
+            f'{type(backbone).__name__} cannot be exported to a static model yet: it does not '
+            f'implement {" / ".join(missing)} (an exportable ADN backbone provides '
+            'static_cfg(cfg, skip) and static_state_dict(skip), as ResNetADN does)')
+    return backbone
+
+
+def _strip_skip_prefix(name):
+    """``'TTTT/coco/bbox_mAP'`` -> ``'coco/bbox_mAP'`` (a static model has one depth)."""
+    if isinstance(name, str):
+        return re.sub(r'^[TF]+/', '', name)
+    if isinstance(name, (list, tuple)):
+        return type(name)(_strip_skip_prefix(n) for n in name)
+    return name
+
+
+def static_config(cfg: Config, backbone: nn.Module, skip: SkipLike) -> Config:
+    """``cfg`` with the static backbone; ADN-only hooks and loops replaced by plain ones."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.backbone = backbone.static_cfg(cfg.model.backbone, skip)
+    if cfg.get('custom_hooks'):
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if h.get('type') not in ADN_ONLY_HOOKS]
+    for key in ('val_cfg', 'test_cfg'):
+        loop = cfg.get(key)
+        if loop and loop.get('type') in SUBNET_LOOPS:
+            plain = dict(type=SUBNET_LOOPS[loop['type']])
+            if 'fp16' in loop:
+                plain['fp16'] = loop['fp16']
+            cfg[key] = plain
+    ckpt_hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if ckpt_hook and ckpt_hook.get('save_best'):
+        ckpt_hook.save_best = _strip_skip_prefix(ckpt_hook.save_best)
+    cfg.load_from = None
+    cfg.resume = False
+    return cfg
+
+
+def export_static(cfg: Config, model: nn.Module,
+                  skip: SkipLike) -> Tuple[Config, Dict[str, torch.Tensor]]:
+    """The static config and state dict of sub-network ``skip`` of ``model``."""
+    backbone = exportable_backbone(model)
+    skip = parse_skip(skip, backbone.num_skippable_stages)
+    prefix = next(name for name, m in model.named_modules() if m is backbone)
+    prefix = prefix + '.' if prefix else ''
+    static_backbone = {prefix + k: v for k, v in backbone.static_state_dict(skip).items()}
+    state = {}
+    for key, value in model.state_dict().items():
+        if not key.startswith(prefix):
+            state[key] = value
+        elif static_backbone:  # at the backbone's place, in the static order
+            state.update(static_backbone)
+            static_backbone = {}
+    return static_config(cfg, backbone, skip), state
+
+
+def tensor_forward(model: nn.Module) -> Callable:
+    """The tensor forward compared and exported: a classifier whole, a detector's
+    backbone + neck (see :func:`mmadn.analysis.profile_forward`)."""
+    return profile_forward(model)[0]
+
+
+def flat_outputs(out) -> List[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out for t in flat_outputs(o)]
+
+
+@torch.no_grad()
+def max_abs_diff(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest absolute difference of the tensor outputs of two models on ``inputs``."""
+    outs_a = flat_outputs(tensor_forward(model_a)(inputs))
+    outs_b = flat_outputs(tensor_forward(model_b)(inputs))
+    if [o.shape for o in outs_a] != [o.shape for o in outs_b]:
+        raise RuntimeError(f'output shapes differ: {[tuple(o.shape) for o in outs_a]} vs '
+                           f'{[tuple(o.shape) for o in outs_b]}')
+    return max((a - b).abs().max().item() for a, b in zip(outs_a, outs_b))
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def export_subnet(config: str, checkpoint: str, skip: SkipLike, out_dir: str,
+                  cfg_options: Optional[dict] = None) -> dict:
+    """Write ``<config name>_<skip>.py`` and ``.pth`` into ``out_dir``: the plain static
+    model of sub-network ``skip``. Returns the paths (``config``, ``checkpoint``), the
+    ``skip`` string and the ``adaptive_model`` (loaded, in eval mode)."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model, meta = build_model(cfg, checkpoint)
+    backbone = exportable_backbone(model)
+    skip_str = format_skip(parse_skip(skip, backbone.num_skippable_stages))
+    static_cfg, state = export_static(cfg, model, skip_str)
+    meta['adn_export'] = dict(skip=skip_str, source_config=osp.abspath(config),
+                              source_checkpoint=osp.abspath(checkpoint),
+                              stage_blocks=list(static_cfg.model.backbone.stage_blocks))
+    os.makedirs(out_dir, exist_ok=True)
+    stem = osp.join(out_dir, f'{osp.splitext(osp.basename(config))[0]}_{skip_str}')
+    static_cfg.dump(stem + '.py')
+    save_checkpoint({'meta': meta, 'state_dict': state}, stem + '.pth')
+    return dict(config=stem + '.py', checkpoint=stem + '.pth', skip=skip_str,
+                adaptive_model=model)
