@@ -151,3 +151,36 @@ class AdaptiveDepthMixin:
                 'partners (e.g. bn1_skip <- bn1).',
                 logger='current')
 
+
+
+def active_norm(index: int) -> property:
+    """A property returning the ``index``-th norm of the active set, for a block whose
+    forward reads its norms under their own module names (``self.ln1``, ``self.norm``)
+    rather than through ``norm1``/``norm2``/``norm3``. Assigning a module to that name
+    still registers it in ``_modules`` (``nn.Module.__setattr__`` runs first)."""
+    return property(lambda self: self._modules[self._active_norms[index]],
+                    doc=f'The active norm #{index} (the primary one or its skip sibling).')
+
+
+def make_skip_aware(module: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """Turn an already built block of an upstream class into ``cls``, its subclass that
+    mixes in :class:`SkipAwareNormMixin` (the way ``torch.nn.utils.parametrize`` swaps a
+    module's class): no parameter is rebuilt, so the upstream construction and its
+    checkpoint keys stay as they are. Skip norms are added by ``add_skip_norms``."""
+    if not (issubclass(cls, type(module)) and issubclass(cls, SkipAwareNormMixin)):
+        raise TypeError(f'{cls.__name__} must subclass both {type(module).__name__} and '
+                        'SkipAwareNormMixin')
+    module.__class__ = cls
+    module._init_skip_aware()
+    return module
+
+
+def collect_skip_norm_pairs(root: torch.nn.Module) -> List[Tuple[str, str]]:
+    """``(skip_name, partner_name)`` of every skip-aware block under ``root``, named
+    relative to ``root`` (in module order)."""
+    pairs = []
+    for name, module in root.named_modules():
+        if isinstance(module, SkipAwareNormMixin):
+            prefix = name + '.' if name else ''
+            pairs += [(prefix + s, prefix + p) for s, p in module.skip_norm_pairs()]
+    return pairs

@@ -1,0 +1,143 @@
+"""Swin Transformer with adaptive depth (ADN): a small change on top of mmpretrain's
+SwinTransformer, registered in mmpretrain's and mmdet's MODELS.
+
+Each stage keeps its first ``min(d - 1, (d + 1) // 2)`` blocks (Swin-T: 1, 1, 3, 1 of
+2, 2, 6, 2) and skips the rest while its flag is True. The kept blocks own skip-aware
+LayerNorms (``norm1_skip``, ``norm2_skip``); the patch-merging norm in front of a stage
+(``stages.{i-1}.downsample.norm_skip``) follows that stage's flag. The stage features that
+the training hook distils are the stage outputs before patch merging, as ``(N, C, H, W)``.
+With ``out_indices=(0, 1, 2, 3)`` the backbone gives the multi-scale maps an FPN takes.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from mmcv.cnn.bricks.transformer import PatchMerging
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmpretrain.models.backbones.swin_transformer import (SwinBlock, SwinBlockSequence,
+                                                          SwinTransformer)
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+
+from ..layers.skip import SkipTuple, default_num_shared_blocks
+from ..layers.skip_aware import (AdaptiveDepthMixin, SkipAwareNormMixin, active_norm,
+                                 collect_skip_norm_pairs, make_skip_aware)
+from .vit_adn import TokenFeatureMap
+
+
+class ADNSwinBlock(SkipAwareNormMixin, SwinBlock):
+    """mmpretrain's Swin block with ``norm1_skip``/``norm2_skip`` siblings (its forward
+    reads ``self.norm1``/``self.norm2``, the mixin's properties)."""
+    norm1_name = 'norm1'
+    norm2_name = 'norm2'
+    norm_name_attrs = ('norm1_name', 'norm2_name')
+
+
+class ADNPatchMerging(SkipAwareNormMixin, PatchMerging):
+    """mmcv's PatchMerging with a ``norm_skip`` sibling."""
+    norm_name = 'norm'
+    norm_name_attrs = ('norm_name', )
+    norm = active_norm(0)
+
+
+class ADNSwinBlockSequence(SwinBlockSequence):
+    """A Swin stage whose blocks from ``num_shared_blocks`` on are skipped while ``skip``
+    is True; its block output goes through ``feature_tap`` (the stage feature)."""
+
+    def forward(self, x, in_shape, do_downsample=True):
+        blocks = self.blocks[:self.num_shared_blocks] if self.skip else self.blocks
+        for block in blocks:
+            x = block(x, in_shape)
+        self.feature_tap(x, in_shape)
+        if self.downsample is not None and do_downsample:
+            return self.downsample(x, in_shape)
+        return x, in_shape
+
+
+class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
+    """Swin Transformer with skippable sub-paths and skip-aware LayerNorm (Adaptive Depth
+    Networks), one flag per stage (``'FFFF'`` .. ``'TTTT'``).
+
+    Accepts every argument of mmpretrain's
+    :class:`~mmpretrain.models.backbones.SwinTransformer` (``arch='tiny'``,
+    ``out_indices``, ``pad_small_map`` ...) except ``with_cp`` and
+    ``out_after_downsample``, plus ``skip``: the sub-network to start with (``'TTFF'``, a
+    list of bools, ``'super'`` or ``'base'``). Every stage needs at least two blocks.
+    Plain mmpretrain Swin checkpoints load; each ``*_skip`` norm starts as a copy of its
+    partner.
+    """
+
+    def __init__(self, skip='super', with_cp: bool = False,
+                 out_after_downsample: bool = False, **kwargs):
+        if with_cp:
+            raise ValueError('with_cp=True: SwinTransformerADN does not support activation '
+                             'checkpointing (a block recomputed in backward would use the '
+                             'norm set of the last sub-network run); use with_cp=False')
+        if out_after_downsample:
+            raise ValueError('out_after_downsample=True: SwinTransformerADN outputs each '
+                             'stage before patch merging; use out_after_downsample=False')
+        super().__init__(**kwargs)
+        if min(self.depths) < 2:
+            raise ValueError(f'SwinTransformerADN: depths={list(self.depths)}; every stage '
+                             'needs at least 2 blocks (one kept, one skippable)')
+        self.num_skippable_stages = len(self.stages)
+        self.num_shared_blocks = tuple(default_num_shared_blocks(d) for d in self.depths)
+        for idx, (stage, num_shared) in enumerate(zip(self.stages, self.num_shared_blocks)):
+            stage.__class__ = ADNSwinBlockSequence
+            stage.num_shared_blocks = num_shared
+            stage.skip = False
+            stage.feature_tap = TokenFeatureMap()
+            for block in stage.blocks[:num_shared]:
+                make_skip_aware(block, ADNSwinBlock).add_skip_norms()
+            if stage.downsample is not None and stage.downsample.norm is not None:
+                make_skip_aware(stage.downsample, ADNPatchMerging).add_skip_norms()
+        self.set_skip(skip)
+        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+
+    # -- adaptive depth -----------------------------------------------------------------
+    def _apply_skip(self, skip: SkipTuple) -> None:
+        for idx, (stage, flag) in enumerate(zip(self.stages, skip)):
+            stage.skip = flag
+            for block in stage.blocks[:stage.num_shared_blocks]:
+                block.set_use_skip_norms(flag)
+            if idx > 0 and isinstance(self.stages[idx - 1].downsample, ADNPatchMerging):
+                self.stages[idx - 1].downsample.set_use_skip_norms(flag)
+
+    def skip_norm_pairs(self) -> List[Tuple[str, str]]:
+        return collect_skip_norm_pairs(self)
+
+    def skippable_blocks(self) -> List[str]:
+        """Names of the skippable blocks: ``['stages.0.blocks.1', 'stages.1.blocks.1',
+        'stages.2.blocks.3', ...]`` for Swin-T."""
+        return [f'stages.{i}.blocks.{j}' for i, stage in enumerate(self.stages)
+                for j in range(stage.num_shared_blocks, len(stage.blocks))]
+
+    def stage_modules(self) -> List[torch.nn.Module]:
+        """Each stage's :class:`TokenFeatureMap`: its output is the stage output
+        ``(N, C, H, W)`` before patch merging (and before the ``norm{i}`` out norms)."""
+        return [stage.feature_tap for stage in self.stages]
+
+    # -- weights ------------------------------------------------------------------------
+    def init_weights(self):
+        super().init_weights()
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            self.copy_skip_norms_from_partners()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # mmpretrain renames the keys of old checkpoints for its own class only
+        version = local_metadata.get('version', None)
+        if version is None or version < 2:
+            last = len(self.stages) - 1
+            for key in [k for k in state_dict if k.startswith(prefix + 'norm.')]:
+                new_key = prefix + f'norm{last}.' + key[len(prefix + 'norm.'):]
+                state_dict[new_key] = state_dict.pop(key)
+        if version is None or version < 3:
+            for key in [k for k in state_dict if k.startswith(prefix) and 'attn_mask' in k]:
+                del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
+                       *args, **kwargs):
+        self._fill_missing_skip_norms(state_dict, prefix)
+
+
+MMPRETRAIN_MODELS.register_module(module=SwinTransformerADN)
+MMDET_MODELS.register_module(module=SwinTransformerADN)
