@@ -45,6 +45,12 @@ def test_skip_all_gives_16_rows_and_plain_runs_agree(cls_data_root, cls_ckpt, tm
     path = glob.glob(str(tmp_path / 'all' / '*' / 'subnet_results.json'))[0]
     results = json.load(open(path))
     assert len(results) == 16 and list(results)[0] == 'FFFF' and list(results)[-1] == 'TTTT'
+    # GFLOPs, active parameters and latency beside the metrics; skipping lowers the first two
+    for a, b in [('FFFF', 'TFFF'), ('TFFF', 'TTFF'), ('TTFF', 'TTTF'), ('TTTF', 'TTTT'),
+                 ('FFFF', 'FFFT')]:
+        assert results[b]['gflops'] < results[a]['gflops']
+        assert results[b]['params_m'] < results[a]['params_m']
+    assert all(m['latency_ms'] > 0 for m in results.values())
     assert osp.isfile(path.replace('.json', '.csv'))
     for skip in ('FFFF', 'TTFT'):
         plain = str(tmp_path / f'plain_{skip}')
@@ -69,3 +75,22 @@ def test_bad_input_gives_clear_errors(cls_data_root, cls_ckpt):
                     cls_overrides(cls_data_root))
     assert "error: skip='TTXF': expected 4 letters of T/F" in err
     assert 'Traceback' not in err
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_architecture_and_plain_backbones(
+        cls_data_root, cls_ckpt, tmp_path):
+    from mmpretrain.registry import MODELS
+    other = MODELS.build(dict(type='ImageClassifier',
+                              backbone=dict(type='ResNetADN', depth=34),
+                              neck=dict(type='GlobalAveragePooling'),
+                              head=dict(type='LinearClsHead', num_classes=4, in_channels=512)))
+    torch.save({'state_dict': other.state_dict()}, tmp_path / 'r34.pth')
+    err = _run_fail(['tools/test.py', CLS_DEMO, str(tmp_path / 'r34.pth'), '--cfg-options'] +
+                    cls_overrides(cls_data_root))
+    assert "error: checkpoint" in err and 'does not fit the model of this config' in err
+    assert 'expects (2, 2, 2, 2) BasicBlock blocks' in err and 'Traceback' not in err
+    plain = tmp_path / 'plain.py'
+    plain.write_text(f"_base_ = [{CLS_DEMO!r}]\n"
+                     "model = dict(backbone=dict(_delete_=True, type='ResNet', depth=18))\n")
+    err = _run_fail(['tools/test.py', str(plain), cls_ckpt, '--skip', 'all'])
+    assert "--skip all: the model backbone 'ResNet' is not an ADN backbone" in err

@@ -9,6 +9,7 @@ import json
 import os.path as osp
 from typing import Dict, List, Sequence, Union
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -16,6 +17,7 @@ from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop, ValLoop
 from mmengine.runner.loops import _parse_losses
 
+from ...analysis.profile import profile_subnets
 from ...models.layers.skip import enumerate_skips, format_skip, parse_skip
 from ...models.layers.skip_aware import AdaptiveDepthMixin
 
@@ -33,15 +35,15 @@ def resolve_skips(skips: SkipsArg, num_stages: int) -> List[tuple]:
 
 def metrics_table(rows: Dict[str, dict]) -> str:
     """A plain-text table: one row per sub-network, one column per metric (metrics that
-    are -1 everywhere, i.e. not applicable, are left out; a shared ``coco/``-style prefix
-    is dropped from the headers)."""
+    are -1 everywhere, i.e. not applicable, are left out; a ``coco/``-style prefix shared
+    by all prefixed metrics is dropped from the headers)."""
     keys = []
     for m in rows.values():
         keys += [k for k in m if k not in keys and isinstance(m[k], (int, float))]
     keys = [k for k in keys if any(m.get(k, -1) != -1 for m in rows.values())]
     prefixes = {k.split('/', 1)[0] for k in keys if '/' in k}
-    strip = len(prefixes) == 1 and all('/' in k for k in keys)
-    header = ['skip'] + [k.split('/', 1)[1] if strip else k for k in keys]
+    strip = len(prefixes) == 1
+    header = ['skip'] + [k.split('/', 1)[1] if strip and '/' in k else k for k in keys]
     body = [[skip] + [f'{m.get(k, float("nan")):.4g}' for k in keys]
             for skip, m in rows.items()]
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
@@ -67,10 +69,30 @@ class _SubnetLoopMixin:
                 writer.writerow([skip] + [m.get(k, '') for k in keys])
         print_log(f'per-sub-network results written to {stem}.json / .csv', logger='current')
 
-    def _init_skips(self, skips: SkipsArg) -> None:
+    def _init_skips(self, skips: SkipsArg, profile: bool = False,
+                    profile_repeats: int = 10) -> None:
         # parsed once, when the loop is built: a bad skip fails before any evaluation
         self.skips = resolve_skips(skips, self._backbone().num_skippable_stages)
         self.results: Dict[str, dict] = {}
+        if profile_repeats < 1:
+            raise ValueError(f'profile_repeats={profile_repeats!r}: expected an integer >= 1')
+        self.profile, self.profile_repeats = profile, profile_repeats
+
+    def _profile(self) -> None:
+        """GFLOPs, parameters and latency of each evaluated sub-network, measured on the
+        first batch of the loop's data (after the data preprocessor), added to its row."""
+        model = self.runner.model
+        model = model.module if is_model_wrapper(model) else model
+        with torch.no_grad():
+            batch = model.data_preprocessor(next(iter(self.dataloader)), False)
+        inputs = batch['inputs']
+        rows = profile_subnets(model, inputs, self.skips, repeats=self.profile_repeats)
+        for row in rows:
+            self.results[row['skip']].update(
+                gflops=row['gflops'], params_m=row['params_m'], latency_ms=row['latency_ms'])
+        print_log(f"GFLOPs / params (M) / latency (ms, median of {self.profile_repeats}, "
+                  f"interleaved) of the {rows[0]['scope']}, input "
+                  f'{tuple(inputs.shape)}', logger='current')
 
     def _backbone(self):
         model = self.runner.model
@@ -99,6 +121,8 @@ class _SubnetLoopMixin:
                 metrics.update(_parse_losses(losses, stage))
             self.results[name] = metrics
             all_metrics.update({f'{name}/{k}': v for k, v in metrics.items()})
+        if self.profile:
+            self._profile()
         print_log(f'{stage} results per sub-network:\n' + metrics_table(self.results),
                   logger='current')
         if stage == 'test' and is_main_process():
@@ -128,12 +152,20 @@ class SubnetValLoop(_SubnetLoopMixin, ValLoop):
 
 @LOOPS.register_module()
 class SubnetTestLoop(_SubnetLoopMixin, TestLoop):
-    """``test_cfg = dict(type='SubnetTestLoop', skips='all')``; see :class:`SubnetValLoop`."""
+    """``test_cfg = dict(type='SubnetTestLoop', skips='all')``; see :class:`SubnetValLoop`.
+
+    Args:
+        profile: also measure each sub-network's GFLOPs, active parameters and latency
+            (:func:`mmadn.analysis.profile_subnets`, on the first test batch) and add them
+            to its row: ``gflops``, ``params_m``, ``latency_ms``.
+        profile_repeats: timed rounds of the latency measurement.
+    """
 
     def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
-                 skips: SkipsArg = ('super', 'base')):
+                 skips: SkipsArg = ('super', 'base'), profile: bool = True,
+                 profile_repeats: int = 10):
         super().__init__(runner, dataloader, evaluator, fp16)
-        self._init_skips(skips)
+        self._init_skips(skips, profile, profile_repeats)
 
     def run(self) -> dict:
         return self._run_subnets('test')
