@@ -2,12 +2,23 @@
 import contextlib
 from typing import Callable, Dict, List, Set
 
+import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 
 from mmadn.engine.hooks import SubPathSpecializationHook
 from mmadn.models.layers import format_skip
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread while a module's tests run: with tiny models on a shared CPU,
+    two threads that wait on each other are many times slower than one."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,9 @@ from mmadn.models.backbones import VisionTransformerADN
 
 from ..conftest import ROOT
 from .adn_backbone_checks import (assert_skip_norms_copied, classifier_train_step_with_hook,
-                                  flops_g, run_every_subnet, skip_norms_in_use)
+                                  flops_g, one_thread, run_every_subnet, skip_norms_in_use)
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 TINY = dict(arch=dict(embed_dims=32, num_layers=8, num_heads=2, feedforward_channels=64),
             img_size=32, patch_size=8, drop_rate=0.0)

@@ -121,6 +121,10 @@ class AdaptiveDepthMixin:
         finally:
             self.set_skip(saved)
 
+    def train(self, mode: bool = True):
+        super().train(mode)  # some upstream backbones return None here
+        return self
+
     def subnet_skips(self) -> Iterator[SkipTuple]:
         """Every sub-network's skip tuple, super-net first, base-net last."""
         return enumerate_skips(self.num_skippable_stages)
@@ -150,7 +154,6 @@ class AdaptiveDepthMixin:
                 f'{len(copied)} of them ({copied[0]}, ...) start as copies of their '
                 'partners (e.g. bn1_skip <- bn1).',
                 logger='current')
-
 
 
 def active_norm(index: int) -> property:
