@@ -88,6 +88,24 @@ def assert_skip_norms_copied(backbone) -> None:
             assert ks == kp and torch.equal(vs, vp), (skip_name, ks)
 
 
+def load_through_init_cfg(cls, plain_state: Dict[str, torch.Tensor], tmp_path, **kwargs):
+    """Builds ``cls`` with a ``Pretrained`` init_cfg on an mmpretrain-style checkpoint of
+    ``plain_state`` (``state_dict`` with ``backbone.`` keys) and initializes it, as the
+    ``init_cfg`` of a config does."""
+    path = str(tmp_path / 'plain.pth')
+    torch.save(dict(state_dict={'backbone.' + k: v for k, v in plain_state.items()}), path)
+    model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    model.init_weights()
+    return model
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
 def classifier_train_step_with_hook(model, num_classes: int, size: int, **hook_kw):
     """One real training iteration (data preprocessor, the hook's two passes, backward,
     SGD step) of an mmpretrain classifier; returns the log variables and the parameters

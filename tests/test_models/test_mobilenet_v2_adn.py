@@ -13,8 +13,10 @@ import mmadn  # noqa: F401
 from mmadn.models.backbones import MobileNetV2ADN
 
 from ..conftest import ROOT
-from .adn_backbone_checks import (assert_skip_norms_copied, classifier_train_step_with_hook,
-                                  flops_g, one_thread, run_every_subnet, skip_norms_in_use)
+from .adn_backbone_checks import (assert_same_state, assert_skip_norms_copied,
+                                  classifier_train_step_with_hook, flops_g,
+                                  load_through_init_cfg, one_thread, run_every_subnet,
+                                  skip_norms_in_use)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -98,11 +100,13 @@ def _perturbed_plain():
     return plain
 
 
-def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_blocks():
+def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_blocks(tmp_path):
     plain = _perturbed_plain()
     adn = MobileNetV2ADN(**TINY)
     adn.load_state_dict(plain.state_dict())  # strict: every plain key fits
     assert_skip_norms_copied(adn)
+    # the same through a config's Pretrained init_cfg (mmengine's checkpoint loading)
+    assert_same_state(load_through_init_cfg(MobileNetV2ADN, plain.state_dict(), tmp_path, **TINY), adn)
     adn.eval()
     x = torch.randn(2, 3, 32, 32)
     skipped = set(adn.skippable_blocks())

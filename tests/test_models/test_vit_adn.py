@@ -14,8 +14,10 @@ from mmadn.analysis import count_flops
 from mmadn.models.backbones import VisionTransformerADN
 
 from ..conftest import ROOT
-from .adn_backbone_checks import (assert_skip_norms_copied, classifier_train_step_with_hook,
-                                  flops_g, one_thread, run_every_subnet, skip_norms_in_use)
+from .adn_backbone_checks import (assert_same_state, assert_skip_norms_copied,
+                                  classifier_train_step_with_hook, flops_g,
+                                  load_through_init_cfg, one_thread, run_every_subnet,
+                                  skip_norms_in_use)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -76,7 +78,7 @@ def test_vit_b16_gmacs_match_authors_table(vit_b16):
         assert abs(got - ref) / ref < 0.02, (skip, got, ref)
 
 
-def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_layers():
+def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_layers(tmp_path):
     torch.manual_seed(0)
     plain = VisionTransformer(**TINY)
     plain.init_weights()
@@ -85,6 +87,8 @@ def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_layers()
     adn = VisionTransformerADN(**TINY)
     adn.load_state_dict(plain.state_dict())  # strict: every plain key fits
     assert_skip_norms_copied(adn)
+    # the same through a config's Pretrained init_cfg (mmengine's checkpoint loading)
+    assert_same_state(load_through_init_cfg(VisionTransformerADN, plain.state_dict(), tmp_path, **TINY), adn)
     plain.eval(), adn.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
