@@ -81,6 +81,21 @@ def skip_norms_in_use(backbone, x: torch.Tensor, skip) -> Set[str]:
     return {s for s, _ in backbone.skip_norm_pairs() if s in called}
 
 
+def stage_feature_shapes(backbone, x: torch.Tensor, skip='base') -> List[tuple]:
+    """The shapes of the stage features (``stage_modules()`` outputs, what the training
+    hook distils) in one forward of sub-network ``skip``."""
+    shapes = []
+    handles = [s.register_forward_hook(lambda _m, _i, o: shapes.append(tuple(o.shape)))
+               for s in backbone.stage_modules()]
+    try:
+        with torch.no_grad(), backbone.skipping(skip):
+            backbone(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
 def assert_skip_norms_copied(backbone) -> None:
     for skip_name, partner_name in backbone.skip_norm_pairs():
         s, p = backbone.get_submodule(skip_name), backbone.get_submodule(partner_name)
@@ -88,22 +103,26 @@ def assert_skip_norms_copied(backbone) -> None:
             assert ks == kp and torch.equal(vs, vp), (skip_name, ks)
 
 
-def load_through_init_cfg(cls, plain_state: Dict[str, torch.Tensor], tmp_path, **kwargs):
-    """Builds ``cls`` with a ``Pretrained`` init_cfg on an mmpretrain-style checkpoint of
-    ``plain_state`` (``state_dict`` with ``backbone.`` keys) and initializes it, as the
-    ``init_cfg`` of a config does."""
+def load_plain_checkpoint(cls, plain: torch.nn.Module, tmp_path, **kwargs):
+    """``cls(**kwargs)`` loaded from the plain upstream backbone ``plain``, in eval mode.
+    Loads it twice: ``load_state_dict`` (strict: every plain key fits) and a ``Pretrained``
+    init_cfg on an mmpretrain-style checkpoint file (``state_dict``, ``backbone.`` keys,
+    through mmengine's loading); checks that both give the same weights, skip norms copies
+    of their partners."""
+    adn = cls(**kwargs)
+    adn.load_state_dict(plain.state_dict())
+    assert_skip_norms_copied(adn)
     path = str(tmp_path / 'plain.pth')
-    torch.save(dict(state_dict={'backbone.' + k: v for k, v in plain_state.items()}), path)
-    model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
-    model.init_weights()
-    return model
-
-
-def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
+    torch.save(dict(state_dict={'backbone.' + k: v for k, v in plain.state_dict().items()}),
+               path)
+    via_cfg = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    via_cfg.init_weights()
+    sa, sb = adn.state_dict(), via_cfg.state_dict()
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+    adn.eval()
+    return adn
 
 
 def classifier_train_step_with_hook(model, num_classes: int, size: int, **hook_kw):

@@ -13,10 +13,9 @@ import mmadn  # noqa: F401
 from mmadn.models.backbones import MobileNetV2ADN
 
 from ..conftest import ROOT
-from .adn_backbone_checks import (assert_same_state, assert_skip_norms_copied,
-                                  classifier_train_step_with_hook, flops_g,
-                                  load_through_init_cfg, one_thread, run_every_subnet,
-                                  skip_norms_in_use)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
+                                  load_plain_checkpoint, one_thread, run_every_subnet,
+                                  skip_norms_in_use, stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -102,12 +101,7 @@ def _perturbed_plain():
 
 def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_blocks(tmp_path):
     plain = _perturbed_plain()
-    adn = MobileNetV2ADN(**TINY)
-    adn.load_state_dict(plain.state_dict())  # strict: every plain key fits
-    assert_skip_norms_copied(adn)
-    # the same through a config's Pretrained init_cfg (mmengine's checkpoint loading)
-    assert_same_state(load_through_init_cfg(MobileNetV2ADN, plain.state_dict(), tmp_path, **TINY), adn)
-    adn.eval()
+    adn = load_plain_checkpoint(MobileNetV2ADN, plain, tmp_path, **TINY)
     x = torch.randn(2, 3, 32, 32)
     skipped = set(adn.skippable_blocks())
     with torch.no_grad():
@@ -143,14 +137,8 @@ def test_every_subnet_forward_backward_and_norm_sets():
     assert skip_norms_in_use(m, x, 'FFFFT') == _skip_norms(
         'conv2', *(f'{b}.conv.{i}' for b in ('layer6.0', 'layer6.1', 'layer7.0')
                    for i in range(3)))
-    feats = []
-    handles = [s.register_forward_hook(lambda _m, _i, o: feats.append(tuple(o.shape)))
-               for s in m.stage_modules()]
-    with torch.no_grad(), m.skipping('base'):
-        m(x)
-    for h in handles:
-        h.remove()
-    assert feats == [(2, 8, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2), (2, 24, 2, 2), (2, 40, 1, 1)]
+    assert stage_feature_shapes(m, x) == [(2, 8, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2),
+                                          (2, 24, 2, 2), (2, 40, 1, 1)]
 
 
 def test_frozen_stages_and_norm_eval_cover_the_skip_norms():

@@ -17,10 +17,9 @@ import mmadn  # noqa: F401
 from mmadn.models.backbones import SwinTransformerADN
 
 from ..conftest import ROOT, read_scalars, run_tool
-from .adn_backbone_checks import (assert_same_state, assert_skip_norms_copied,
-                                  classifier_train_step_with_hook, flops_g,
-                                  load_through_init_cfg, one_thread, run_every_subnet,
-                                  skip_norms_in_use)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
+                                  load_plain_checkpoint, one_thread, run_every_subnet,
+                                  skip_norms_in_use, stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -78,12 +77,7 @@ def test_swin_t_gmacs_match_authors_table(swin_t):
 
 def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_blocks(tmp_path):
     plain = _perturbed_plain(**TINY)
-    adn = SwinTransformerADN(**TINY)
-    adn.load_state_dict(plain.state_dict())  # strict: every plain key fits
-    assert_skip_norms_copied(adn)
-    # the same through a config's Pretrained init_cfg (mmengine's checkpoint loading)
-    assert_same_state(load_through_init_cfg(SwinTransformerADN, plain.state_dict(), tmp_path, **TINY), adn)
-    adn.eval()
+    adn = load_plain_checkpoint(SwinTransformerADN, plain, tmp_path, **TINY)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(adn(x)[0], plain(x)[0], rtol=0, atol=0)
@@ -124,14 +118,8 @@ def test_every_subnet_forward_backward_and_norm_sets():
     assert skip_norms_in_use(m, x, 'FTFF') == {
         'stages.1.blocks.0.norm1_skip', 'stages.1.blocks.0.norm2_skip',
         'stages.0.downsample.norm_skip'}
-    feats = []
-    handles = [s.register_forward_hook(lambda _m, _i, o: feats.append(tuple(o.shape)))
-               for s in m.stage_modules()]
-    with torch.no_grad(), m.skipping('base'):
-        m(x)
-    for h in handles:
-        h.remove()
-    assert feats == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2)]
+    assert stage_feature_shapes(m, x) == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4),
+                                          (2, 128, 2, 2)]
 
 
 def test_one_training_step_with_the_hook_classifier():

@@ -14,10 +14,9 @@ from mmadn.analysis import count_flops
 from mmadn.models.backbones import VisionTransformerADN
 
 from ..conftest import ROOT
-from .adn_backbone_checks import (assert_same_state, assert_skip_norms_copied,
-                                  classifier_train_step_with_hook, flops_g,
-                                  load_through_init_cfg, one_thread, run_every_subnet,
-                                  skip_norms_in_use)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
+                                  load_plain_checkpoint, one_thread, run_every_subnet,
+                                  skip_norms_in_use, stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -84,12 +83,8 @@ def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_layers(t
     plain.init_weights()
     for p in plain.parameters():  # non-trivial norms
         p.data.add_(0.05 * torch.randn_like(p))
-    adn = VisionTransformerADN(**TINY)
-    adn.load_state_dict(plain.state_dict())  # strict: every plain key fits
-    assert_skip_norms_copied(adn)
-    # the same through a config's Pretrained init_cfg (mmengine's checkpoint loading)
-    assert_same_state(load_through_init_cfg(VisionTransformerADN, plain.state_dict(), tmp_path, **TINY), adn)
-    plain.eval(), adn.eval()
+    adn = load_plain_checkpoint(VisionTransformerADN, plain, tmp_path, **TINY)
+    plain.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(adn(x)[0], plain(x)[0], rtol=0, atol=0)
@@ -119,14 +114,7 @@ def test_every_subnet_forward_backward_and_norm_sets():
     assert skip_norms_in_use(m, x, 'TFFT') == {
         'layers.0.ln1_skip', 'layers.0.ln2_skip', 'layers.6.ln1_skip', 'layers.6.ln2_skip'}
     # stage features: one (N, C, L, 1) token map per group, recorded by forward hooks
-    feats = []
-    handles = [s.register_forward_hook(lambda _m, _i, o: feats.append(o.shape))
-               for s in m.stage_modules()]
-    with torch.no_grad(), m.skipping('base'):
-        m(x)
-    for h in handles:
-        h.remove()
-    assert feats == [torch.Size([2, 32, 17, 1])] * 4
+    assert stage_feature_shapes(m, x) == [(2, 32, 17, 1)] * 4
 
 
 def test_one_training_step_with_the_hook():

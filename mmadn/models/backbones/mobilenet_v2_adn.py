@@ -8,7 +8,7 @@ authors' code, the stem conv and the single-block stage before the first skippab
 switch their norms with the first flag; the single-block stage after the last skippable
 stage and the final 1x1 conv with the last flag.
 """
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from mmcv.cnn import ConvModule
@@ -84,7 +84,7 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
                     self._follow(conv, flag)
         self._follow(self.conv2, self.num_skippable_stages - 1)
         self.set_skip(skip)
-        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+        self._fill_skip_norms_on_load()
 
     def make_layer(self, out_channels, num_blocks, stride, expand_ratio):
         stage = super().make_layer(out_channels, num_blocks, stride, expand_ratio)
@@ -119,9 +119,4 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
     # -- weights ------------------------------------------------------------------------
     def init_weights(self):
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
-            self.copy_skip_norms_from_partners()
-
-    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
-                       *args, **kwargs):
-        self._fill_missing_skip_norms(state_dict, prefix)
+        self._copy_skip_norms_unless_pretrained()

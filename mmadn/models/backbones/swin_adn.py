@@ -8,7 +8,7 @@ LayerNorms (``norm1_skip``, ``norm2_skip``); the patch-merging norm in front of 
 the training hook distils are the stage outputs before patch merging, as ``(N, C, H, W)``.
 With ``out_indices=(0, 1, 2, 3)`` the backbone gives the multi-scale maps an FPN takes.
 """
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from mmcv.cnn.bricks.transformer import PatchMerging
@@ -90,7 +90,7 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
             if stage.downsample is not None and stage.downsample.norm is not None:
                 make_skip_aware(stage.downsample, ADNPatchMerging).add_skip_norms()
         self.set_skip(skip)
-        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+        self._fill_skip_norms_on_load()
 
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
@@ -118,8 +118,7 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
     # -- weights ------------------------------------------------------------------------
     def init_weights(self):
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
-            self.copy_skip_norms_from_partners()
+        self._copy_skip_norms_unless_pretrained()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         # mmpretrain renames the keys of old checkpoints for its own class only
@@ -133,10 +132,6 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
             for key in [k for k in state_dict if k.startswith(prefix) and 'attn_mask' in k]:
                 del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
-
-    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
-                       *args, **kwargs):
-        self._fill_missing_skip_norms(state_dict, prefix)
 
 
 MMPRETRAIN_MODELS.register_module(module=SwinTransformerADN)

@@ -8,7 +8,7 @@ group's flag is True. The other layers own skip-aware LayerNorms (``ln1_skip``,
 the stage feature that the training hook distils, exposed through a parameter-free
 :class:`TokenFeatureMap`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLayer,
@@ -84,7 +84,7 @@ class VisionTransformerADN(AdaptiveDepthMixin, VisionTransformer):
                 layer.feature_tap = None
                 layer.add_skip_norms()
         self.set_skip(skip)
-        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+        self._fill_skip_norms_on_load()
 
     def _is_skippable(self, idx: int) -> bool:
         return idx % self.group_size == self.group_size - 1
@@ -113,9 +113,4 @@ class VisionTransformerADN(AdaptiveDepthMixin, VisionTransformer):
     # -- weights ------------------------------------------------------------------------
     def init_weights(self):
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
-            self.copy_skip_norms_from_partners()
-
-    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
-                       *args, **kwargs):
-        self._fill_missing_skip_norms(state_dict, prefix)
+        self._copy_skip_norms_unless_pretrained()

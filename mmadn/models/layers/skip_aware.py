@@ -136,6 +136,22 @@ class AdaptiveDepthMixin:
             for skip_name, partner_name in self.skip_norm_pairs():
                 modules[skip_name].load_state_dict(modules[partner_name].state_dict())
 
+    def _fill_skip_norms_on_load(self) -> None:
+        """Call at the end of ``__init__``: then checkpoints without ``*_skip`` keys load,
+        each skip norm a copy of its partner (see :meth:`_fill_missing_skip_norms`)."""
+        self.register_load_state_dict_pre_hook(self._skip_norm_load_pre_hook)
+
+    def _skip_norm_load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor],
+                                 prefix: str, *args, **kwargs) -> None:
+        self._fill_missing_skip_norms(state_dict, prefix)
+
+    def _copy_skip_norms_unless_pretrained(self) -> None:
+        """For the end of ``init_weights``: after a random init each skip norm becomes a
+        copy of its partner; a ``Pretrained`` init_cfg has already filled them on load."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        if not any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs):
+            self.copy_skip_norms_from_partners()
+
     def _fill_missing_skip_norms(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
         """Load-time hook: a checkpoint without ``*_skip`` keys (torchvision, mmdet or
         mmpretrain ResNet) initializes each skip norm as a copy of its partner."""
