@@ -1,0 +1,11 @@
+# ResNet-50-Base: a plain ResNet of the depth of ResNet-50-ADN's base-net, (2, 2, 3, 2)
+# Bottleneck blocks per stage (the paper's '-Base' rows), trained alone with the same recipe
+# as ./resnet50_8xb32_in1k.py (150 epochs, SGD lr 0.1, lr x0.1 at epochs 60, 100, 140).
+_base_ = ['./resnet50_8xb32_in1k.py']
+custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='StageResNet',
+        stage_blocks=(2, 2, 3, 2),
+        norm_eval=False))  # mmdet's ResNet, underneath, defaults to norm_eval=True
