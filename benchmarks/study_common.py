@@ -235,8 +235,8 @@ def plot_bn_distances(per_variant: Dict[str, List[List[dict]]], path: str) -> No
     coloured by stage, the first norm of each stage hatched."""
     plt = plt_module()
     n = len(per_variant)
-    fig, axes = plt.subplots(1, n, figsize=(max(5.0, 0.35 * _num_norms(per_variant)) * n / 1.6
-                                            if n > 1 else 6.5, 3.6), squeeze=False)
+    width = max(4.0, 0.45 * _num_norms(per_variant))
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.8), squeeze=False)
     colors = ['tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown']
     for ax, (variant, seeds) in zip(axes[0], per_variant.items()):
         rows = seeds[0]
@@ -249,7 +249,9 @@ def plot_bn_distances(per_variant: Dict[str, List[List[dict]]], path: str) -> No
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([r['name'] for r in rows], rotation=70, fontsize=7)
         ax.set_ylabel('mean |mu_skip - mu| / sigma')
-        ax.set_title(f'{variant} (hatched: first norm of a stage)', fontsize=9)
+        ax.set_title(variant, fontsize=9)
+    fig.suptitle('running means of bnX_skip vs. bnX (hatched: first norm of a stage)',
+                 fontsize=9)
     save_figure(fig, path)
 
 
@@ -354,9 +356,28 @@ def timing_line(data: dict) -> str:
                  f'used cores; torch threads: {data["setup"].get("threads") or "default"}')
     text += '.'
     if not data.get('complete', True):
-        text += (f' **Interrupted: only the {len(runs)} run(s) listed under "Per seed" '
-                 'finished.**')
+        setup = data['setup']
+        planned = len(setup['seeds']) * len(setup['variants'])
+        text += (f' **Interrupted: only the {len(runs)} of {planned} run(s) listed under '
+                 '"Per seed" finished.**')
+        estimate = planned_cpu_seconds(data)
+        if estimate is not None:
+            text += (f' The whole planned study would take about {estimate / 60:.0f} CPU '
+                     f'minutes ({estimate / 120:.0f} min on 2 cores), from the mean CPU time '
+                     'of each variant\'s finished runs.')
     return text
+
+
+def planned_cpu_seconds(data: dict) -> Optional[float]:
+    """CPU seconds of every planned run (seeds x variants), each variant at the mean of
+    its finished runs; ``None`` while some variant has no finished run."""
+    setup, total = data['setup'], 0.0
+    for variant in setup['variants']:
+        cpu = [r['cpu_s'] for r in data['runs'] if r['variant'] == variant and 'cpu_s' in r]
+        if not cpu:
+            return None
+        total += statistics.fmean(cpu) * len(setup['seeds'])
+    return total
 
 
 def ensure_dir(path: str) -> str:

@@ -146,3 +146,19 @@ def test_subnet_monotonicity():
     accs = {'FF': 90.0, 'TF': 89.5, 'FT': 85.0, 'TT': 84.0}
     # pairs: FF->TF 0.5, FF->FT 5.0, TF->TT 5.5, FT->TT 1.0
     assert sc.subnet_monotonicity(accs, tol=1.0) == (2, 4, 5.5)
+
+
+def test_interrupted_study_says_so_and_estimates_the_cpu_time():
+    runs = [dict(variant=v, seed=s, cpu_s=c, train_s=1.0, test_s=1.0, results={})
+            for v, s, c in (('adn', 0, 40.0), ('plain', 0, 20.0), ('adn', 1, 44.0))]
+    data = dict(setup=dict(seeds=[0, 1, 2], variants=['adn', 'plain'], threads=1),
+                runs=runs, wall_s=600.0, cpu_s=110.0, complete=False)
+    # 3 seeds x (42 + 20) CPU seconds
+    assert sc.planned_cpu_seconds(data) == pytest.approx(186.0)
+    line = sc.timing_line(data)
+    assert 'CPU (user + sys) 1.8 min' in line and 'only the 3 of 6 run(s)' in line
+    assert 'about 3 CPU minutes (2 min on 2 cores)' in line
+    data['setup']['variants'].append('base')
+    assert sc.planned_cpu_seconds(data) is None
+    data['complete'] = True
+    assert 'Interrupted' not in sc.timing_line(data)
