@@ -14,10 +14,29 @@ from ..conftest import read_scalars, run_tool
 from .test_config_recipes import DETECTION, kind, load
 
 
+def demo_data_overrides(data_root, num_train=4, num_val=2, size=128):
+    """--cfg-options for an mmdet COCO config (mmdet's standard pipelines): train and
+    validate on the first images of the demo data at ``size`` px, one epoch."""
+    root = data_root.rstrip('/') + '/'
+    opts = []
+    for split, loader, resize_idx, n in (('train', 'train_dataloader', 2, num_train),
+                                         ('val', 'val_dataloader', 1, num_val)):
+        opts += [
+            f'{loader}.dataset.type=DemoShapesDataset',
+            f'{loader}.dataset.data_root={root}',
+            f'{loader}.dataset.ann_file=annotations/instances_{split}.json',
+            f'{loader}.dataset.data_prefix.img={split}/',
+            f'{loader}.dataset.indices={n}',
+            f'{loader}.dataset.pipeline.{resize_idx}.scale=({size},{size})',
+            f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
+        ]
+    return opts + [f'val_evaluator.ann_file={root}annotations/instances_val.json',
+                   'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+
+
 def demo_overrides(data_root, path):
     """What a user passes to tools/train.py to run a COCO config of ``path`` on the demo
     data (4 classes), small."""
-    root = data_root.rstrip('/') + '/'
     num_classes = len(DEMO_SHAPES_CLASSES)
     opts = [f'model.roi_head.bbox_head.num_classes={num_classes}']
     # a narrow FPN and heads (the 256-channel ones dominate the time on a CPU)
@@ -31,20 +50,8 @@ def demo_overrides(data_root, path):
                  'model.roi_head.mask_roi_extractor.out_channels=64',
                  'model.roi_head.mask_head.in_channels=64',
                  'model.roi_head.mask_head.conv_out_channels=64']
-    for split, loader, resize_idx, n in (('train', 'train_dataloader', 2, 4),
-                                         ('val', 'val_dataloader', 1, 2)):
-        opts += [
-            f'{loader}.dataset.type=DemoShapesDataset',
-            f'{loader}.dataset.data_root={root}',
-            f'{loader}.dataset.ann_file=annotations/instances_{split}.json',
-            f'{loader}.dataset.data_prefix.img={split}/',
-            f'{loader}.dataset.indices={n}',
-            f'{loader}.dataset.pipeline.{resize_idx}.scale=(128,128)',
-            f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
-        ]
+    opts += demo_data_overrides(data_root)
     return opts + [
-        f'val_evaluator.ann_file={root}annotations/instances_val.json',
-        'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
         # a ResNet-18 backbone (the block counts of the config's depth would only add time)
         'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
         'model.backbone.init_cfg=None',
