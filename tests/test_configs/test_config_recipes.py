@@ -175,3 +175,30 @@ def test_detection_recipe(path):
         assert cfg.default_hooks.checkpoint.save_best == 'FFFF/coco/bbox_mAP'
     else:
         assert not cfg.get('custom_hooks') and cfg.val_cfg.type == 'ValLoop'
+
+
+@pytest.mark.parametrize('det', ['faster', 'mask'])
+def test_detection_backbone_from_an_imagenet_adn_checkpoint(det, tmp_path):
+    """The documented start: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+    model.backbone.init_cfg.prefix=backbone. with a checkpoint of the ImageNet ADN config
+    (depth 18 here) loads every norm, the skip norms with their own (trained) values."""
+    cls_cfg = load(osp.join(ROOT, 'configs', 'imagenet', 'resnet50_adn_8xb32_in1k.py'),
+                   ['model.backbone.depth=18', 'model.head.in_channels=512'])
+    classifier = build(cls_cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in classifier.backbone.parameters():
+            p.uniform_(-1, 1)  # the skip norms now differ from their partners
+    ckpt = str(tmp_path / 'resnet18_adn_in1k.pth')
+    torch.save({'state_dict': classifier.state_dict(), 'meta': {}}, ckpt)
+
+    cfg = load(osp.join(ROOT, 'configs', f'{det}_rcnn_r50_adn_fpn_1x_coco.py'), [
+        'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
+        f'model.backbone.init_cfg.checkpoint={ckpt}', 'model.backbone.init_cfg.prefix=backbone.'])
+    detector = build(cfg)
+    detector.backbone.init_weights()
+    expected = classifier.backbone.state_dict()
+    got = detector.backbone.state_dict()
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert not torch.equal(got['layer2.0.bn1_skip.weight'], got['layer2.0.bn1.weight'])
