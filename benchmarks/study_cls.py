@@ -214,7 +214,7 @@ def write_report(data: dict, out: str) -> str:
         '',
         'A difference smaller than the larger standard deviation is marked "within noise".',
         '',
-        sc.md_table(sc.CHECK_HEADER, sc.standard_checks(runs, variants, METRIC, S, B)),
+        sc.checks_table(sc.standard_checks(runs, variants, METRIC, S, B)),
         '',
     ]
     # every sub-network (Figure 3a)

@@ -496,6 +496,13 @@ def standard_checks(runs, variants, metric, super_skip, base_skip, digits=1) -> 
     return rows
 
 
+def checks_table(rows: List[list]) -> str:
+    """The checks as a table, or a sentence when no compared pair of variants ran."""
+    if not rows:
+        return '_No comparison: ADN and a variant it is compared with have not both run._'
+    return md_table(CHECK_HEADER, rows)
+
+
 def subnet_monotonicity(accs: Dict[str, float], tol: float) -> Tuple[int, int, float]:
     """For every pair of sub-networks where one skips exactly one more stage than the
     other: how many pairs lose at most ``tol`` (or gain) when that stage is skipped, out of

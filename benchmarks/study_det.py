@@ -141,8 +141,7 @@ def write_report(data: dict, out: str) -> str:
     ]
     for key, label in METRICS:
         lines += [f'{label}:', '',
-                  sc.md_table(sc.CHECK_HEADER,
-                              sc.standard_checks(runs, variants, key, S, B, digits=3)), '']
+                  sc.checks_table(sc.standard_checks(runs, variants, key, S, B, digits=3)), '']
     lines += ['## Sub-networks', '', '![mAP of the sub-networks](study_det_map.png)', '']
     for key, label in METRICS:
         header = ['skip'] + [f'`{v}` {label}' for v in adn_like]

@@ -137,6 +137,9 @@ def test_statistics_and_checks():
     sup = rows['ADN super-net beats the individual super-depth network']
     assert sup[3] == '-0.2' and sup[4] == '**does not hold** (within noise)'
     assert rows['ADN base-net beats the individual base-depth network'][3] == '-2.2'
+    assert sc.checks_table(sc.standard_checks(runs, ['adn'], 'm', 'FFFF', 'TTTT')) \
+        .startswith('_No comparison')
+    assert len(sc.checks_table(list(rows.values())).splitlines()) == 2 + 3
     table = sc.main_table(runs, ['adn', 'plain', 'base'], [('m', 'top-1')], 'FFFF', 'TTTT')
     lines = table.splitlines()
     assert len(lines) == 5 and lines[4].startswith('| `base` |') and 'n/a' in lines[4]
