@@ -14,33 +14,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
-from mmengine.runner import load_checkpoint, save_checkpoint
+from mmengine.runner import save_checkpoint
 
 from ..analysis import find_adn_backbone, profile_forward
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
+from ..utils.launch import build_model
 
 #: hooks that need an ADN backbone; a static model trains without them
 ADN_ONLY_HOOKS = ('SubPathSpecializationHook', )
 #: loops that switch sub-networks -> the plain loop of a static model
 SUBNET_LOOPS = {'SubnetValLoop': 'ValLoop', 'SubnetTestLoop': 'TestLoop'}
 EXPORT_API = ('static_cfg', 'static_state_dict')
-
-
-def build_model(cfg: Config, checkpoint: Optional[str] = None,
-                device: str = 'cpu') -> Tuple[nn.Module, dict]:
-    """Build ``cfg.model`` in the config's default scope and load ``checkpoint``.
-
-    Returns the model (in eval mode, on ``device``) and the checkpoint's ``meta``.
-    """
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
-    meta = {}
-    if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                               logger='silent')
-        meta = dict(ckpt.get('meta') or {})
-    return model.to(device).eval(), meta
 
 
 def exportable_backbone(model: nn.Module) -> nn.Module:

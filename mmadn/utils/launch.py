@@ -3,12 +3,14 @@ classification configs alike)."""
 import os
 import os.path as osp
 from datetime import timedelta
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import MODELS, RUNNERS, DefaultScope
+from mmengine.runner import Runner, load_checkpoint
 
 
 def load_config(config: str, cfg_options=None, launcher: str = 'none',
@@ -26,6 +28,22 @@ def load_config(config: str, cfg_options=None, launcher: str = 'none',
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     setup_cpu_distributed(cfg)
     return cfg
+
+
+def build_model(cfg: Config, checkpoint: Optional[str] = None,
+                device: str = 'cpu') -> Tuple[nn.Module, dict]:
+    """Build ``cfg.model`` in the config's default scope and load ``checkpoint``.
+
+    Returns the model (in eval mode, on ``device``) and the checkpoint's ``meta``.
+    """
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    meta = {}
+    if checkpoint is not None:
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
+                               logger='silent')
+        meta = dict(ckpt.get('meta') or {})
+    return model.to(device).eval(), meta
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

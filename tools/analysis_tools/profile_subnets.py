@@ -17,13 +17,13 @@ import sys
 
 import torch
 from mmengine.config import DictAction
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmadn  # noqa: F401
-from mmadn.analysis import (load_accuracy, plot_profile, profile_subnets, save_profile)
+from mmadn.analysis import (load_accuracy, plot_profile, profile_forward,
+                            profile_subnets, save_profile)
 from mmadn.engine.runner.subnet_loops import resolve_skips
-from mmadn.utils.launch import load_config
+from mmadn.utils.launch import build_model, load_config
 
 
 def parse_args(argv=None):
@@ -54,19 +54,19 @@ def _fail(msg: str):
     raise SystemExit(f'error: {msg}')
 
 
-def build_model(cfg, checkpoint, device):
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    from mmengine.registry import MODELS
+def build_checked(cfg, checkpoint, device):
+    """The model of ``cfg`` with ``checkpoint`` loaded strictly; a config error is one line,
+    not the registry's traceback (a checkpoint mismatch is reported by ``main``)."""
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        _fail(f'checkpoint {checkpoint!r} does not exist')
     try:
-        model = MODELS.build(cfg.model)
-    except Exception as err:  # a config error: one line, not the registry's traceback
+        model, _ = build_model(cfg, device=device)
+    except Exception as err:
         _fail(f'building the model failed: {type(err).__name__}: '
               f'{str(err).strip().splitlines()[-1]}')
     if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            _fail(f'checkpoint {checkpoint!r} does not exist')
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    return model.to(device).eval()
+    return model
 
 
 def ratio_table(rows, accuracy=None) -> str:
@@ -103,7 +103,7 @@ def main(argv=None):
     except FileNotFoundError as err:
         _fail(str(err))
     try:
-        model = build_model(cfg, args.checkpoint, args.device)
+        model = build_checked(cfg, args.checkpoint, args.device)
         backbone = getattr(model, 'backbone', None)
         if not hasattr(backbone, 'num_skippable_stages'):
             _fail(f'{args.config}: the backbone {type(backbone).__name__} is not an ADN '
@@ -113,7 +113,7 @@ def main(argv=None):
                             else (None, None))
     except (ValueError, RuntimeError, KeyError) as err:
         _fail(str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) else str(err))
-    is_cls = hasattr(model, 'head') and not hasattr(model, 'rpn_head')
+    is_cls = profile_forward(model)[1] == 'classifier'
     h, w = args.shape or ((224, 224) if is_cls else (800, 1333))
     inputs = torch.randn(args.batch_size, 3, h, w, device=args.device)
     print(f'profiling {len(skips)} sub-networks of {osp.basename(args.config)} at '
