@@ -9,6 +9,6 @@ from .utils import checkpoint_safety as _checkpoint_safety
 
 _checkpoint_safety.allow_mmengine_checkpoints()
 
-from . import analysis, datasets, engine, models  # noqa: E402,F401
+from . import analysis, datasets, engine, models, runtime  # noqa: E402,F401
 
 __all__ = ['__version__']
