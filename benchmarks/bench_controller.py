@@ -45,27 +45,34 @@ from mmadn.runtime import DepthController, nearest_rank_quantile, plot_controlle
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')
 
-# the background load: matrix products until killed or until its deadline
+# the background load: matrix products (busy for duty x 20 ms of every 20 ms) until
+# killed or until its deadline
 LOAD_CODE = r'''
-import os, sys, time
+import sys, time
 import numpy as np
-deadline = time.monotonic() + float(sys.argv[1])
-a = np.random.rand(256, 256)
+deadline, duty = time.monotonic() + float(sys.argv[1]), float(sys.argv[2])
+a = np.random.rand(128, 128)
 while time.monotonic() < deadline:
-    a = (a @ a) / 256.0
+    start = time.monotonic()
+    while time.monotonic() - start < 0.02 * duty:
+        a = (a @ a) / 128.0
+    if duty < 1:
+        time.sleep(0.02 * (1 - duty))
 '''
 
 
 @contextmanager
-def background_load(procs: int, cores, max_seconds: float):
-    """``procs`` processes doing matrix products on ``cores`` (one BLAS thread each) while
-    the block runs; each ends by itself after ``max_seconds`` and is killed on exit."""
+def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0):
+    """``procs`` processes doing matrix products on ``cores`` (one BLAS thread each, busy
+    ``duty`` of the time) while the block runs; each ends by itself after ``max_seconds``
+    and is killed on exit."""
     env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1',
                MKL_NUM_THREADS='1')
     started = []
     try:
         for _ in range(procs):
-            proc = subprocess.Popen([sys.executable, '-c', LOAD_CODE, str(max_seconds)],
+            proc = subprocess.Popen([sys.executable, '-c', LOAD_CODE, str(max_seconds),
+                                     str(duty)],
                                     env=env, stdout=subprocess.DEVNULL)
             started.append(proc)
             if cores is not None and hasattr(os, 'sched_setaffinity'):
@@ -87,20 +94,26 @@ def parse_args(argv=None):
     parser.add_argument('--data', default=osp.join(ROOT, 'data', 'demo_shapes'),
                         help='demo_shapes root (generated when missing)')
     parser.add_argument('--size', type=int, default=320, help='frames resized to this')
+    parser.add_argument('--proposals', type=int, default=50,
+                        help='RPN proposals per image (the demo config: 100)')
+    parser.add_argument('--max-dets', type=int, default=5,
+                        help='detections (and masks) per image (the demo config: 20)')
     parser.add_argument('--budget-ms', default='auto',
                         help="budget per call in ms, or 'auto' (--budget-factor x the "
                         "super-net's calibrated latency)")
     parser.add_argument('--budget-factor', type=float, default=1.2)
-    parser.add_argument('--steps', type=int, nargs=3, default=[40, 100, 60],
+    parser.add_argument('--steps', type=int, nargs=3, default=[25, 60, 35],
                         metavar=('QUIET', 'LOADED', 'QUIET_AFTER'),
                         help='steps (3 calls each) of the three phases')
-    parser.add_argument('--settle', type=int, default=10,
+    parser.add_argument('--settle', type=int, default=5,
                         help='steps left out at the start of a phase for the settled share')
     parser.add_argument('--cores', default='0',
                         help="cores for the inference and the load ('all': every core "
                         'this process may use)')
     parser.add_argument('--load-procs', type=int, default=1,
                         help='background processes during the loaded phase')
+    parser.add_argument('--load-duty', type=float, default=1.0,
+                        help='share of the time each load process computes (0-1]')
     parser.add_argument('--threads', type=int, default=1, help='torch threads')
     parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip')
     parser.add_argument('--metric', help='metric of --results')
@@ -114,6 +127,8 @@ def parse_args(argv=None):
 
 def build_inferencer(args):
     cfg = Config.fromfile(args.config)
+    cfg.model.test_cfg.rpn.max_per_img = args.proposals
+    cfg.model.test_cfg.rcnn.max_per_img = args.max_dets
     for step in cfg.test_dataloader.dataset.pipeline:
         if step['type'] == 'Resize':
             step['scale'] = (args.size, args.size)
@@ -159,7 +174,8 @@ def markdown(report) -> str:
             lines.append(row)
     c = report['controller']
     lines += ['', f"Controller: front {' < '.join(c['levels'])}; "
-              f"calibrated latency per call {c['calibrated_ms']}; "
+              f"latency per call measured {c['measured_ms']}, expected (fit) "
+              f"{c['expected_ms']}; "
               f"{c['switches']} depth changes; down {c['calls_to_go_down']} calls after the "
               f"load started; back at {c['levels'][-1]} {c['calls_to_return']} calls after "
               'it ended.']
@@ -197,10 +213,11 @@ def main(argv=None):
     # profile holds one sub-network (same timing and log, never a move)
     ctrl = DepthController(inferencer, profile, 1e9, accuracy=accuracy, metric=metric)
     calibrated = ctrl.calibrate(frames[0], warmup=2, repeats=5, **call)
+    expected_super = ctrl.expected_ms[ctrl.levels[-1]]
     if args.budget_ms == 'auto':
-        budget = args.budget_factor * calibrated[super_skip]
+        budget = args.budget_factor * expected_super
         note = (f"{args.budget_factor:g} x the super-net's calibrated "
-                f'{calibrated[super_skip]:.1f} ms')
+                f'{expected_super:.1f} ms')
     else:
         budget, note = float(args.budget_ms), 'given'
     ctrl.set_budget(budget)
@@ -226,7 +243,8 @@ def main(argv=None):
     try:
         for step in range(total):
             if step == quiet:
-                load = background_load(args.load_procs, cores, max_seconds=600)
+                load = background_load(args.load_procs, cores, max_seconds=300,
+                                       duty=args.load_duty)
                 load.__enter__()
                 load_start = time.perf_counter()
             if step == quiet + loaded:
@@ -268,7 +286,9 @@ def main(argv=None):
                  f'load process(es), frames {args.size} px, {wall:.0f} s.'),
         profile=profile, figures=figures,
         controller=dict(levels=ctrl.levels,
-                        calibrated_ms={s: round(calibrated[s], 1) for s in ctrl.levels},
+                        measured_ms={s: round(calibrated[s], 1) for s in ctrl.levels},
+                        expected_ms={s: round(v, 1) for s, v in ctrl.expected_ms.items()},
+                        fit=ctrl.fit,
                         switches=ctrl.summary(start['controller'])['switches'],
                         calls_to_go_down=down, calls_to_return=back),
         logs={n: c.log[start[n]:] for n, c in contenders.items()})

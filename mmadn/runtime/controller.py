@@ -174,7 +174,7 @@ class DepthController:
             {s: (r['latency_ms'], value(s)) for s, r in by_skip.items()})
         self.expected_ms: Dict[str, float] = {s: by_skip[s]['latency_ms']
                                               for s in self.levels}
-        self.calibrated = False
+        self.calibrated, self.fit = False, None
         self._check_budget('profile')
         self.log: List[dict] = []
         self.reset(start)
@@ -349,23 +349,31 @@ class DepthController:
     # -- calibration and results -------------------------------------------------------
 
     def calibrate(self, *args, warmup: int = 1, repeats: int = 3, **kwargs) -> Dict[str, float]:
-        """Measure the latency of each front sub-network through the controlled call itself
-        (``fn(*args, **kwargs)``, interleaved, median), use it as the expected latency of
-        each level, keep the levels that stay on the front, and start again from the
-        deepest. A detector's profile times its backbone + neck only; a whole call also
-        runs the heads and the pre- and post-processing, which this accounts for.
+        """Time each front sub-network through the controlled call itself
+        (``fn(*args, **kwargs)``, interleaved, median of ``repeats``) and expect, from then
+        on, ``a + b * profile latency`` per call (least squares over the front, ``b >= 0``),
+        then start again from the deepest level.
+
+        A detector's profile times its backbone + neck only; a whole call also runs the
+        heads and the pre- and post-processing, a cost that does not depend on the depth
+        (``a``). A fit over all levels is less hurt by one noisy timing than each level's
+        own median, and keeps the expected latencies in the order of the front.
 
         Returns:
-            skip -> median latency (ms) of the measured sub-networks.
+            skip -> the measured median latency (ms) of each front sub-network.
         """
         fns = {s: (lambda: self.fn(*args, **kwargs)) for s in self.levels}
         measured = measure_latency(fns, warmup=warmup, repeats=repeats,
                                    setup=self.backbone.set_skip)
         latency = {s: t['median_ms'] for s, t in measured.items()}
-        value = (lambda s: self.accuracy[s]) if self.accuracy is not None else \
-            (lambda s: next(r['gflops'] for r in self.rows if r['skip'] == s))
-        self.levels = pareto_front({s: (latency[s], value(s)) for s in self.levels})
-        self.expected_ms = {s: latency[s] for s in self.levels}
+        profiled = {r['skip']: r['latency_ms'] for r in self.rows}
+        xs = [profiled[s] for s in self.levels]
+        ys = [latency[s] for s in self.levels]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var) if var else 0
+        self.expected_ms = {s: my + slope * (profiled[s] - mx) for s in self.levels}
+        self.fit = dict(intercept_ms=my - slope * mx, slope=slope)
         self.calibrated = True
         self._check_budget('calibrated')
         self.reset()

@@ -92,9 +92,16 @@ def test_det_inferencer_runs_the_depth_the_controller_logs(det_ckpt, det_data_ro
     ctrl.clock = time.perf_counter
     ctrl.set_budget(1e6)  # the scripted 13 ms are below the real latency
     measured = ctrl.calibrate(image, repeats=2, **call)
-    assert set(measured) == set(SKIPS) and set(ctrl.levels) <= set(SKIPS)
+    assert set(measured) == set(SKIPS)
     assert all(measured[r['skip']] > r['latency_ms'] for r in profile)
-    assert ctrl.expected_ms == {s: measured[s] for s in ctrl.levels}
+    # expected per call: a + b x profiled latency, fitted by least squares over the front
+    assert ctrl.levels == ['TTTT', 'TTFF', 'FFFF']
+    fit = ctrl.fit
+    assert fit['slope'] >= 0
+    for r in _scripted(profile):
+        assert ctrl.expected_ms[r['skip']] == pytest.approx(
+            fit['intercept_ms'] + fit['slope'] * r['latency_ms'])
+    assert sum(ctrl.expected_ms.values()) == pytest.approx(sum(measured.values()))
     assert ctrl.skip == ctrl.levels[-1] == 'FFFF'
 
 
