@@ -2,18 +2,21 @@
 base-net and the depth controller on the same image stream, side by side in one run.
 
     python benchmarks/bench_controller.py [--size 320] [--budget-ms auto] \
-        [--budget-factor 1.2] [--steps 40 100 60] [--cores 0] [--load-procs 1] \
-        [--checkpoint CKPT] [--results subnet_results.json] [--out benchmarks/results/bench_controller]
+        [--budget-factor 1.3] [--steps 25 60 35] [--cores 0] [--load-procs 1] \
+        [--load-nice 4] [--cost gflops] [--checkpoint CKPT] [--results subnet_results.json] \
+        [--out benchmarks/results/bench_controller] [--quick]
 
-The demo detector (Mask R-CNN, ResNet-18-ADN, random weights unless ``--checkpoint``) runs
-through mmdet's DetInferencer on the demo_shapes validation images, resized to ``--size``.
+The demo detector (Mask R-CNN, ResNet-18-ADN, random weights unless ``--checkpoint``;
+``--proposals`` / ``--max-dets`` per image) runs through mmdet's DetInferencer on the
+demo_shapes validation images, resized to ``--size``.
 Every step of the stream runs the same frame three times, once per contender, in an order
 rotated each step: FFFF fixed, TTTT fixed, and the controller (``mmadn.runtime``). The
 stream has three phases (``--steps``): quiet, loaded, quiet. During the loaded phase this
 script runs ``--load-procs`` processes of its own doing matrix products, pinned to the same
-cores as the inference (``--cores``); they are started and killed by the script, and end by
-themselves after a deadline in any case. The budget defaults to ``--budget-factor`` times
-the super-net's calibrated (unloaded) latency per call.
+cores as the inference (``--cores``), at ``--load-nice`` priority; they are started and
+killed by the script, and end by themselves after a deadline in any case. The budget
+defaults to ``--budget-factor`` times the super-net's calibrated (unloaded) latency per
+call.
 
 Reports, per contender and phase: the share of calls over the budget (all calls, and after
 the first ``--settle`` steps of the phase), the p90 latency, and the mean GFLOPs per call
@@ -62,10 +65,11 @@ while time.monotonic() < deadline:
 
 
 @contextmanager
-def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0):
+def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0,
+                    nice: int = 0):
     """``procs`` processes doing matrix products on ``cores`` (one BLAS thread each, busy
-    ``duty`` of the time) while the block runs; each ends by itself after ``max_seconds``
-    and is killed on exit."""
+    ``duty`` of the time, at ``nice`` priority) while the block runs; each ends by itself
+    after ``max_seconds`` and is killed on exit."""
     env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1',
                MKL_NUM_THREADS='1')
     started = []
@@ -73,7 +77,8 @@ def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0):
         for _ in range(procs):
             proc = subprocess.Popen([sys.executable, '-c', LOAD_CODE, str(max_seconds),
                                      str(duty)],
-                                    env=env, stdout=subprocess.DEVNULL)
+                                    env=env, stdout=subprocess.DEVNULL,
+                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
             started.append(proc)
             if cores is not None and hasattr(os, 'sched_setaffinity'):
                 os.sched_setaffinity(proc.pid, cores)
@@ -101,7 +106,7 @@ def parse_args(argv=None):
     parser.add_argument('--budget-ms', default='auto',
                         help="budget per call in ms, or 'auto' (--budget-factor x the "
                         "super-net's calibrated latency)")
-    parser.add_argument('--budget-factor', type=float, default=1.2)
+    parser.add_argument('--budget-factor', type=float, default=1.3)
     parser.add_argument('--steps', type=int, nargs=3, default=[25, 60, 35],
                         metavar=('QUIET', 'LOADED', 'QUIET_AFTER'),
                         help='steps (3 calls each) of the three phases')
@@ -114,6 +119,12 @@ def parse_args(argv=None):
                         help='background processes during the loaded phase')
     parser.add_argument('--load-duty', type=float, default=1.0,
                         help='share of the time each load process computes (0-1]')
+    parser.add_argument('--cost', default='gflops', choices=['gflops', 'latency'],
+                        help="the controller's front: by GFLOPs (default; a busy machine's "
+                        'profile latencies are noisy) or by profiled latency')
+    parser.add_argument('--load-nice', type=int, default=4,
+                        help='nice value of the load processes: at 4 the kernel gives the '
+                        'inference about 1024 / (1024 + 423) of a core they share')
     parser.add_argument('--threads', type=int, default=1, help='torch threads')
     parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip')
     parser.add_argument('--metric', help='metric of --results')
@@ -211,7 +222,8 @@ def main(argv=None):
 
     # the controller: calibrated on whole calls; the fixed contenders are controllers whose
     # profile holds one sub-network (same timing and log, never a move)
-    ctrl = DepthController(inferencer, profile, 1e9, accuracy=accuracy, metric=metric)
+    ctrl = DepthController(inferencer, profile, 1e9, accuracy=accuracy, metric=metric,
+                           cost=args.cost)
     calibrated = ctrl.calibrate(frames[0], warmup=2, repeats=5, **call)
     expected_super = ctrl.expected_ms[ctrl.levels[-1]]
     if args.budget_ms == 'auto':
@@ -244,7 +256,7 @@ def main(argv=None):
         for step in range(total):
             if step == quiet:
                 load = background_load(args.load_procs, cores, max_seconds=300,
-                                       duty=args.load_duty)
+                                       duty=args.load_duty, nice=args.load_nice)
                 load.__enter__()
                 load_start = time.perf_counter()
             if step == quiet + loaded:
@@ -283,7 +295,9 @@ def main(argv=None):
         machine=(f'{platform.machine()}, {os.cpu_count()} cores (others work on them too), '
                  f'torch {torch.__version__}, {args.threads} thread(s), inference and load '
                  f"pinned to cores {sorted(cores) if cores else 'all'}, {args.load_procs} "
-                 f'load process(es), frames {args.size} px, {wall:.0f} s.'),
+                 f'load process(es) (nice {args.load_nice}, busy {args.load_duty:g} of the '
+                 f'time), frames {args.size} px, {args.proposals} proposals, '
+                 f'{args.max_dets} detections, {wall:.0f} s.'),
         profile=profile, figures=figures,
         controller=dict(levels=ctrl.levels,
                         measured_ms={s: round(calibrated[s], 1) for s in ctrl.levels},

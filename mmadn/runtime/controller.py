@@ -93,6 +93,11 @@ class DepthController:
             ``tools/test.py --skip`` (see :func:`mmadn.analysis.load_accuracy`); the front is
             then the most accurate sub-networks for their latency.
         metric (str, optional): the metric of an ``accuracy`` file.
+        cost (str): what the front is drawn against, ``'latency'`` (the profile's) or
+            ``'gflops'``: on a busy machine a profile's latencies are noisy, GFLOPs are
+            not (without accuracies every sub-network is then on the front, by GFLOPs).
+            :meth:`calibrate` fits the latency per call against the same quantity.
+            Defaults to ``'latency'``.
         quantile (float): which quantile of the recent latencies must meet the budget
             (nearest rank). Defaults to 0.9.
         window (int): how many calls at the current level the quantile looks at.
@@ -102,7 +107,7 @@ class DepthController:
         down_after (int): calls at a level before it can be left downwards. Defaults to 2.
         up_after (int): calls with room before moving up. Defaults to 5.
         max_patience (int): the most calls with room asked before moving up after failed
-            moves up. Defaults to 40.
+            moves up. Defaults to 20.
         warmup (int): first calls that are timed and logged but do not count (the first
             calls of a model are slow). Defaults to 1.
         fn (callable, optional): what one call runs; defaults to ``target`` itself
@@ -122,12 +127,13 @@ class DepthController:
                  budget_ms: float,
                  accuracy: Union[None, str, Mapping[str, float]] = None,
                  metric: Optional[str] = None,
+                 cost: str = 'latency',
                  quantile: float = 0.9,
                  window: int = 10,
                  headroom: float = 0.8,
                  down_after: int = 2,
                  up_after: int = 5,
-                 max_patience: int = 40,
+                 max_patience: int = 20,
                  warmup: int = 1,
                  fn: Optional[Callable] = None,
                  clock: Callable[[], float] = time.perf_counter,
@@ -156,6 +162,9 @@ class DepthController:
         self.sync = bool(sync)
         self.logger = logger
 
+        if cost not in ('latency', 'gflops'):
+            raise ValueError(f"cost={cost!r}: expected 'latency' or 'gflops'")
+        self.cost = 'latency_ms' if cost == 'latency' else 'gflops'
         self.rows = self._check_profile(_load_profile(profile))
         if isinstance(accuracy, str):
             accuracy, metric = load_accuracy(accuracy, metric)
@@ -171,7 +180,7 @@ class DepthController:
         value = (lambda s: accuracy[s]) if accuracy is not None else \
             (lambda s: by_skip[s]['gflops'])
         self.levels: List[str] = pareto_front(
-            {s: (r['latency_ms'], value(s)) for s, r in by_skip.items()})
+            {s: (r[self.cost], value(s)) for s, r in by_skip.items()})
         self.expected_ms: Dict[str, float] = {s: by_skip[s]['latency_ms']
                                               for s in self.levels}
         self.calibrated, self.fit = False, None
@@ -351,7 +360,8 @@ class DepthController:
     def calibrate(self, *args, warmup: int = 1, repeats: int = 3, **kwargs) -> Dict[str, float]:
         """Time each front sub-network through the controlled call itself
         (``fn(*args, **kwargs)``, interleaved, median of ``repeats``) and expect, from then
-        on, ``a + b * profile latency`` per call (least squares over the front, ``b >= 0``),
+        on, ``a + b * cost`` per call (the profile's latency or GFLOPs, see ``cost``; least
+        squares over the front, ``b >= 0``),
         then start again from the deepest level.
 
         A detector's profile times its backbone + neck only; a whole call also runs the
@@ -366,7 +376,7 @@ class DepthController:
         measured = measure_latency(fns, warmup=warmup, repeats=repeats,
                                    setup=self.backbone.set_skip)
         latency = {s: t['median_ms'] for s, t in measured.items()}
-        profiled = {r['skip']: r['latency_ms'] for r in self.rows}
+        profiled = {r['skip']: r[self.cost] for r in self.rows}
         xs = [profiled[s] for s in self.levels]
         ys = [latency[s] for s in self.levels]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)

@@ -180,6 +180,12 @@ def test_accuracy_chooses_the_front(backbone):
         _controller(backbone, world, accuracy={k: v for k, v in acc.items() if k != 'FTTT'})
 
 
+def test_a_front_by_gflops_takes_every_sub_network_in_gflops_order(backbone):
+    ctrl = _controller(backbone, World(backbone), cost='gflops')
+    assert ctrl.levels == ['TTTT', 'FTTT', 'TTFF', 'TFFF', 'FFFF']
+    assert ctrl.expected_ms['FTTT'] == 9.0  # the profile's latency until calibrated
+
+
 def test_a_profile_from_another_model_is_refused(backbone, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     three = ResNetADN(depth=18, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
@@ -213,6 +219,7 @@ def test_a_profile_from_another_model_is_refused(backbone, tmp_path):
     (dict(quantile=1.5), r'quantile=1.5: expected a number in \(0, 1\]'),
     (dict(headroom=0), r'headroom=0: expected a number in \(0, 1\]'),
     (dict(window=0), r'window=0: expected an integer >= 1'),
+    (dict(cost='time'), r"cost='time': expected 'latency' or 'gflops'"),
     (dict(up_after=12), r'down_after=2, up_after=12, window=10: expected down_after and '
                         r'up_after <= window'),
     (dict(start='FTTT'), r"start='FTTT': expected one of the front \['TTTT', 'TTFF', "

@@ -7,7 +7,6 @@ import time
 
 import cv2
 import mmcv
-import numpy as np
 import pytest
 import torch
 from mmdet.apis import DetInferencer
