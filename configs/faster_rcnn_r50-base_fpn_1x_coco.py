@@ -9,3 +9,5 @@ _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='StageResNet', stage_blocks=(2, 2, 3, 2)))
+# checkpoints written atomically, with the ADN layout in their meta (mmadn)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -27,3 +27,5 @@ custom_hooks = [
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
+# checkpoints written atomically, with the ADN layout in their meta (mmadn)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -3,10 +3,12 @@
     python demo/adaptive_depth_demo.py CONFIG CKPT IMAGE --skips FFFF,TTFF,TTTT \
         --out depths.png [--device cpu] [--score-thr 0.3] [--repeats 5]
 
-The model is built and loaded once (mmdet's DetInferencer); each sub-network is reached with
-``backbone.set_skip``. Every panel shows that depth's detections (drawn by mmdet's
-visualizer) under a header with its skip and its latency: the median over ``--repeats``
-interleaved runs of the model on the preprocessed image (``model.test_step``).
+The model is built and loaded once (mmdet's DetInferencer, loading strictly as
+``tools/test.py`` does: a checkpoint that does not fit the config stops the demo); each
+sub-network is reached with ``backbone.set_skip``. Every panel shows that depth's
+detections (drawn by mmdet's visualizer) under a header with its skip and its latency: the
+median over ``--repeats`` interleaved runs of the model on the preprocessed image
+(``model.test_step``).
 """
 import argparse
 import os
@@ -19,7 +21,25 @@ from mmdet.apis import DetInferencer
 
 import mmadn  # noqa: F401
 from mmadn.analysis import find_adn_backbone, measure_latency
-from mmadn.models.layers.skip import format_skip, parse_skip
+from mmadn.models.layers.skip import format_skip, resolve_skips
+from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
+                                       load_checkpoint_dict_strictly)
+from mmadn.utils.launch import positive_int, skips_argument
+
+
+class StrictDetInferencer(DetInferencer):
+    """mmdet's DetInferencer, but the weights must fit the model exactly (DetInferencer
+    loads non-strictly: a checkpoint of another model would draw random heads)."""
+
+    def _init_model(self, cfg, weights, device):
+        self._weights = weights  # for the messages
+        return super()._init_model(cfg, weights, device)
+
+    def _load_weights_to_model(self, model, checkpoint, cfg):
+        if checkpoint is None:
+            raise CheckpointMismatchError('no checkpoint given: the demo needs trained weights')
+        load_checkpoint_dict_strictly(model, checkpoint, self._weights)
+        super()._load_weights_to_model(model, checkpoint, cfg)  # the dataset meta
 
 
 def parse_args(argv=None):
@@ -27,13 +47,13 @@ def parse_args(argv=None):
     parser.add_argument('config', help='an ADN detector config')
     parser.add_argument('checkpoint', help='its checkpoint')
     parser.add_argument('image', help='the input image')
-    parser.add_argument('--skips', default='FFFF,TTFF,TTTT',
+    parser.add_argument('--skips', default='FFFF,TTFF,TTTT', type=skips_argument,
                         help="comma-separated sub-networks, e.g. 'FFFF,TTFF,TTTT' or 'super,base'")
     parser.add_argument('--out', required=True, help='the picture to write (.png)')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='draw detections scoring at least this (default 0.3)')
-    parser.add_argument('--repeats', type=int, default=5,
+    parser.add_argument('--repeats', type=positive_int, default=5,
                         help='timed runs per depth; the label shows the median (default 5)')
     return parser.parse_args(argv)
 
@@ -52,13 +72,13 @@ def main(argv=None):
     for path in (args.config, args.checkpoint, args.image):
         if not osp.isfile(path):
             raise SystemExit(f'error: {path!r} does not exist')
-    inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
-                               show_progress=False)
     try:
+        inferencer = StrictDetInferencer(model=args.config, weights=args.checkpoint,
+                                         device=args.device, show_progress=False)
         backbone = find_adn_backbone(inferencer.model)
-        skips = [format_skip(parse_skip(s, backbone.num_skippable_stages))
-                 for s in args.skips.split(',')]
-    except (TypeError, ValueError) as err:
+        skips = [format_skip(s) for s in resolve_skips(args.skips,
+                                                       backbone.num_skippable_stages)]
+    except (TypeError, ValueError, *CHECKPOINT_ERRORS) as err:
         raise SystemExit(f'error: {err}') from None
     image = mmcv.imread(args.image, channel_order='rgb')
     _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(image),

@@ -75,3 +75,14 @@ def read_scalars(work_dir):
         with open(path) as f:
             rows += [json.loads(line) for line in f if line.strip()]
     return rows
+
+
+def load_tool(relpath):
+    """Import a script of tools/ or demo/ as a module (its main() runs in this process)."""
+    import importlib.util
+    path = osp.join(ROOT, relpath)
+    name = 'tool_' + osp.splitext(relpath)[0].replace('/', '_').replace('-', '_')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

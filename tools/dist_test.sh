@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/dist_train.sh CONFIG CHECKPOINT GPUS [test.py args...]  (on a machine without CUDA: gloo on CPU)
+# tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]  (on a machine without CUDA: gloo on CPU)
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -9,6 +9,11 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 PYTHON=${PYTHON:-python}
+
+# a port held by another run would make torch.distributed.run fail with a long traceback
+if [ "$NODE_RANK" = "0" ]; then
+    "$PYTHON" "$DIR/misc/check_port.py" "$PORT" "$MASTER_ADDR" "tools/dist_test.sh" || exit 1
+fi
 
 PYTHONPATH="$DIR/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \

@@ -4,15 +4,19 @@
         [--cfg-options model.backbone.skip=TTFF ...] [--launcher ...]
 
 With --skip, the sub-networks are evaluated from one model (built and loaded once) and one
-table gives each one's metrics, GFLOPs, active parameters and latency.
+table gives each one's metrics, GFLOPs, active parameters and latency. With several
+sub-networks, --out preds.pkl writes one file per sub-network: preds_FFFF.pkl, ...
 """
 import argparse
 import os
 
 from mmengine.config import DictAction
+from mmengine.model import is_model_wrapper
 
 import mmadn  # noqa: F401
-from mmadn.utils.launch import build_runner, load_config
+from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
+                                       load_strictly)
+from mmadn.utils.launch import build_runner, load_config, positive_int, skips_argument
 
 
 def parse_args():
@@ -20,15 +24,17 @@ def parse_args():
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--skip', help="sub-network(s) to evaluate from the one checkpoint: TTFF, 'base', "
+        '--skip', type=skips_argument,
+        help="sub-network(s) to evaluate from the one checkpoint: TTFF, 'base', "
         "FFFF,TTFF,TTTT or 'all'; prints one table (metrics, GFLOPs, params, latency) and "
         'writes subnet_results.json/.csv')
-    parser.add_argument('--profile-repeats', type=int, default=10,
+    parser.add_argument('--profile-repeats', type=positive_int, default=10,
                         help='with --skip: timed rounds of the latency measurement')
     parser.add_argument('--no-profile', action='store_true',
                         help='with --skip: leave out GFLOPs, params and latency')
     parser.add_argument('--work-dir', help='the dir to save evaluation results and logs')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--out', help='dump the raw predictions to this pickle file (.pkl); '
+                        'with several --skip sub-networks, one file each, named by skip')
     parser.add_argument('--show-dir', help='save painted predictions into this dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
@@ -43,9 +49,14 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if not os.path.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint {args.checkpoint!r} does not exist')
+        raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'error: --out {args.out}: expected a .pkl file name')
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}') from None
     # loaded strictly below, before the test loop runs
     cfg.load_from = None
     if args.skip is not None:
@@ -67,24 +78,16 @@ def main():
         vis.draw, vis.test_out_dir = True, args.show_dir
     try:
         runner = build_runner(cfg)
-        load_strictly(runner, args.checkpoint)
+        # a test of half-loaded weights is meaningless: the checkpoint must fit exactly
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        load_strictly(model, args.checkpoint)
         runner.test()
+    except (CheckpointMismatchError, *CHECKPOINT_ERRORS) as err:
+        raise SystemExit(f'error: {err}') from None
     except ValueError as err:  # a bad skip string: the message names it and the form
         if 'skip=' not in str(err):
             raise
         raise SystemExit(f'error: {err}') from None
-
-
-def load_strictly(runner, checkpoint: str) -> None:
-    """A test of half-loaded weights is meaningless: a checkpoint that does not fit the
-    model (another architecture, depth or task) stops the run with the mismatch named."""
-    try:
-        runner.load_checkpoint(checkpoint, map_location='cpu', strict=True)
-    except (RuntimeError, ValueError, KeyError) as err:
-        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-        detail = '\n  '.join(ln[:300] for ln in lines[:6])
-        raise SystemExit(f'error: checkpoint {checkpoint!r} does not fit the model of this '
-                         f'config:\n  {detail}') from None
 
 
 if __name__ == '__main__':

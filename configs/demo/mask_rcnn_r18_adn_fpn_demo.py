@@ -109,7 +109,7 @@ param_scheduler = [
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=3,
                     save_best='TTTT/coco/bbox_mAP', rule='greater'),
     visualization=dict(type='DetVisualizationHook'))
 log_processor = dict(by_epoch=False)

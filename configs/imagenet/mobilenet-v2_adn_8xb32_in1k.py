@@ -15,3 +15,5 @@ custom_hooks = [
          logit_kd=dict(type='SubPathKDLoss', mode='pooled', temperature=1.0, topk=500))
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
+# checkpoints written atomically, with the ADN layout in their meta (mmadn)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

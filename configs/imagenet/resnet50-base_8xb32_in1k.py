@@ -9,3 +9,5 @@ model = dict(
         type='StageResNet',
         stage_blocks=(2, 2, 3, 2),
         norm_eval=False))  # mmdet's ResNet, underneath, defaults to norm_eval=True
+# checkpoints written atomically, with the ADN layout in their meta (mmadn)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -18,4 +18,4 @@ custom_hooks = [
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
 default_hooks = dict(
-    checkpoint=dict(save_best='FFFF/accuracy/top1', rule='greater'))
+    checkpoint=dict(type='AtomicCheckpointHook', save_best='FFFF/accuracy/top1', rule='greater'))

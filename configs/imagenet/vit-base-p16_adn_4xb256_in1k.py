@@ -32,3 +32,5 @@ custom_hooks = [
     dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL'),
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
+# checkpoints written atomically, with the ADN layout in their meta (mmadn)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -17,7 +17,7 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from mmengine.utils import ProgressBar
 
-from ..models.layers.skip import SkipLike
+from ..models.layers.skip import SkipLike, resolve_skips
 from ..models.layers.skip_aware import AdaptiveDepthMixin
 from .complexity import count_active_params, count_flops
 
@@ -115,7 +115,8 @@ def profile_subnets(model: nn.Module, inputs: torch.Tensor,
         inputs: a batch as the model's forward takes it (after the data preprocessor);
             GFLOPs and parameters are counted on its first image, latency is measured on
             the whole batch.
-        skips: the sub-networks (default: all of them, super-net first).
+        skips: the sub-networks: a list of skip values, ``'all'`` (the default: all of
+            them, super-net first) or a comma-separated string such as ``'FFFF,TTTT'``.
 
     Returns:
         One dict per sub-network: ``skip``, ``gflops`` (per image), ``params_m``
@@ -125,7 +126,8 @@ def profile_subnets(model: nn.Module, inputs: torch.Tensor,
     """
     backbone = find_adn_backbone(model)
     forward, scope = profile_forward(model)
-    skips = list(backbone.subnet_skips()) if skips is None else list(skips)
+    skips = list(backbone.subnet_skips()) if skips is None else resolve_skips(
+        skips, backbone.num_skippable_stages)
     saved = backbone.skip
     was_training = model.training
     model.eval()

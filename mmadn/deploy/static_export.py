@@ -126,7 +126,11 @@ def export_subnet(config: str, checkpoint: str, skip: SkipLike, out_dir: str,
     backbone = exportable_backbone(model)
     skip_str = format_skip(parse_skip(skip, backbone.num_skippable_stages))
     static_cfg, state = export_static(cfg, model, skip_str)
+    # the exported backbone is a plain StageResNet: the source's ADN layout goes with
+    # the source (it is kept under adn_export)
+    source_adn = meta.pop('adn_backbone', None)
     meta['adn_export'] = dict(skip=skip_str, source_config=osp.abspath(config),
+                              source_adn_backbone=source_adn,
                               source_checkpoint=osp.abspath(checkpoint),
                               stage_blocks=list(static_cfg.model.backbone.stage_blocks))
     os.makedirs(out_dir, exist_ok=True)

@@ -60,9 +60,18 @@ arbitrary code. Instead, :func:`allow_mmengine_checkpoints`:
    so that a checkpoint refused by ``weights_only`` raises
    :class:`UnsafeCheckpointError` naming the file and the refused global(s),
    explaining that they were refused because loading them could run code, and
-   how to allow-list them for a trusted file. ``torch.load`` itself is not
-   patched, and nothing in a refused pickle is executed: the restricted
-   unpickler stops at the first global it does not know.
+   how to allow-list them for a trusted file. A global that can run code by
+   itself (``builtins.eval``, ``exec``, ``getattr``, ``os.system``,
+   ``subprocess.*`` ...) is never suggested for the allow-list: no checkpoint
+   of weights needs one. ``torch.load`` itself is not patched, and nothing in a
+   refused pickle is executed: the restricted unpickler stops at the first
+   global it does not know.
+
+3. In the same wrappers, a file that is no ``torch.save`` file at all (empty,
+   text, truncated while it was written, another format) raises
+   :class:`CorruptCheckpointError` (``corrupt or not a checkpoint: <file>``,
+   with what the file looks like) instead of the zip or pickle library's
+   error.
 
 Plain ``state_dict`` files (bare dicts of tensors) need none of this and keep
 loading as before.
@@ -72,11 +81,13 @@ import inspect
 import os
 import pickle
 import re
+import zipfile
 from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ['UnsafeCheckpointError', 'allow_mmengine_checkpoints']
+__all__ = ['UnsafeCheckpointError', 'CorruptCheckpointError', 'allow_mmengine_checkpoints',
+           'describe_file']
 
 # Attribute set on the loaders we wrap, to keep the wrapping idempotent.
 _WRAPPED_FLAG = '__mmadn_weights_only_checked__'
@@ -93,6 +104,18 @@ _GETATTR_REFUSED = 'builtins.getattr('
 # ``HistoryBuffer._set_default_statistics``, which only runs when a buffer is
 # created, so the class registry may still be empty at load time).
 _HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+# Globals that run code by themselves when a pickle calls them: never suggested for the
+# allow-list (torch blocks os/sys/posix/nt outright; these it would let a user allow).
+_CODE_RUNNING_MODULES = frozenset({
+    'subprocess', 'shutil', 'importlib', 'runpy', 'pickle', '_pickle', 'marshal', 'code',
+    'codeop', 'ctypes', 'pty', 'socket', 'multiprocessing', 'webbrowser', 'pdb', 'timeit',
+    'operator', 'functools', 'types', 'io', 'pathlib', 'tempfile', 'glob', 'asyncio'})
+# builtins that only build plain values: everything else in builtins (eval, exec,
+# getattr, __import__, open, ...) can run code or reach it
+_VALUE_BUILTINS = frozenset({
+    'set', 'frozenset', 'slice', 'complex', 'bytearray', 'range', 'bytes', 'int', 'float',
+    'bool', 'str', 'tuple', 'list', 'dict'})
 
 _done = False
 
@@ -118,6 +141,107 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
     def __reduce__(self):  # picklable, e.g. across worker processes
         return type(self), (str(self), self.filename, self.refused_globals)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A file given as a checkpoint is no readable ``torch.save`` file.
+
+    Raised by mmengine's checkpoint loaders (wrapped by
+    :func:`allow_mmengine_checkpoints`) for an empty, text, truncated or foreign
+    file, with the message ``corrupt or not a checkpoint: <file> (<what it is>)``.
+
+    Attributes:
+        filename (str): The file.
+        what (str): What the file looks like (e.g. ``'an empty file'``).
+    """
+
+    def __init__(self, message: str, filename: str = '', what: str = ''):
+        super().__init__(message)
+        self.filename = filename
+        self.what = what
+
+    def __reduce__(self):
+        return type(self), (str(self), self.filename, self.what)
+
+
+def describe_file(filename: str) -> str:
+    """What a file that does not load as a checkpoint looks like, in a few words."""
+    path = os.path.expanduser(filename)
+    try:
+        size = os.path.getsize(path)
+        with open(path, 'rb') as f:
+            head = f.read(256)
+    except OSError as err:
+        return f'unreadable: {err.strerror or err}'
+    if size == 0:
+        return 'an empty file (0 bytes)'
+    if head.startswith(b'PK'):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            return (f'a truncated or damaged zip archive ({size} bytes; a file cut short '
+                    'while it was written looks like this)')
+        if not any(n.endswith('data.pkl') for n in names):
+            return f'a zip archive of {len(names)} files that torch.save did not write'
+        return f'a damaged torch.save archive ({size} bytes)'
+    if head.startswith(b'\x80'):
+        return f'a pickle that is cut short or damaged ({size} bytes)'
+    try:
+        text = head.decode('utf-8')
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in '\r\n\t' for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ''
+        return f'a text file ({size} bytes, starting {first!r})'
+    return f'a binary file of {size} bytes that torch.save did not write'
+
+
+def _corrupt_error(filename, err: BaseException) -> CorruptCheckpointError:
+    what = describe_file(filename) if isinstance(filename, str) else 'not a file'
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return CorruptCheckpointError(
+        f'corrupt or not a checkpoint: {filename} ({what}; torch.load: '
+        f'{type(err).__name__}: {detail}). Use a file written by torch.save, e.g. '
+        'iter_*.pth / epoch_*.pth of a training work dir.', filename, what)
+
+
+def _readable_torch_file(filename) -> bool:
+    """False for a local file that is no complete torch.save file (a zip archive with a
+    pickle inside, or a legacy pickle): its unpickling errors are not refusals."""
+    if not isinstance(filename, str) or not os.path.isfile(os.path.expanduser(filename)):
+        return True  # not local: trust the loader's reason
+    path = os.path.expanduser(filename)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError:  # unreadable (permissions ...): the loader's error says it
+        return True
+    if head.startswith(b'\x80'):
+        return True
+    if not head.startswith(b'PK'):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith('data.pkl') for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _is_corrupt_file_error(err: BaseException) -> bool:
+    """Whether torch.load failed because the file is no (complete) torch.save file."""
+    if isinstance(err, (EOFError, zipfile.BadZipFile)):
+        return True
+    if isinstance(err, pickle.UnpicklingError):
+        return _WEIGHTS_ONLY_PREFIX not in str(err)
+    if isinstance(err, RuntimeError):
+        message = str(err)
+        return any(s in message for s in (
+            'PytorchStreamReader', 'zip archive', 'invalid header', 'magic number',
+            'unexpected EOF', 'failed finding central directory'))
+    if isinstance(err, (ValueError, UnicodeDecodeError)):
+        return 'pickle' in str(err).lower() or isinstance(err, UnicodeDecodeError)
+    return False
 
 
 def _history_buffer_getattr(obj, name):
@@ -228,6 +352,16 @@ def _blocked_module(name: str) -> Optional[str]:
     return module if module in blocked else None
 
 
+def _runs_code(name: str) -> bool:
+    """Whether the global ``name`` (``module.qualname``) can run code when called."""
+    module, _, attr = name.rpartition('.')
+    root = module.split('.')[0]
+    if root in ('builtins', '__builtin__'):
+        # exception classes (CamelCase) only build values; lower-case names are functions
+        return attr not in _VALUE_BUILTINS and not attr[:1].isupper()
+    return root in _CODE_RUNNING_MODULES
+
+
 def _refusal_message(filename, refused: List[str], detail: str) -> str:
     """The message of :class:`UnsafeCheckpointError`.
 
@@ -264,7 +398,15 @@ def _refusal_message(filename, refused: List[str], detail: str) -> str:
             'certainly malicious. Only torch.load(..., weights_only=False) '
             'could load it, which runs that code; do not do that unless you '
             'wrote the file yourself.')
-    allowable = [name for name in refused if not _blocked_module(name)]
+    dangerous = [name for name in refused
+                 if not _blocked_module(name) and _runs_code(name)]
+    if dangerous:
+        lines.append(
+            f'{", ".join(dangerous)} can run code by itself and no checkpoint of '
+            'weights needs it: do not allow-list it. This file is not a plain '
+            'checkpoint and may be malicious; load weights from a trusted source.')
+    allowable = [name for name in refused
+                 if not _blocked_module(name) and not _runs_code(name)]
     if allowable:
         imports = '\n'.join(
             f'    from {name.rsplit(".", 1)[0]} import {name.rsplit(".", 1)[1]}'
@@ -287,16 +429,20 @@ def _check_weights_only(loader: Callable) -> Callable:
     def wrapper(filename, *args, **kwargs):
         try:
             return loader(filename, *args, **kwargs)
-        except UnsafeCheckpointError:
+        except (UnsafeCheckpointError, CorruptCheckpointError, FileNotFoundError):
             raise
         except pickle.UnpicklingError as err:
             message = str(err)
-            if _WEIGHTS_ONLY_PREFIX not in message:
-                raise  # a corrupt file, not a weights_only refusal
+            if _WEIGHTS_ONLY_PREFIX not in message or not _readable_torch_file(filename):
+                raise _corrupt_error(filename, err) from err
             refused = _refused_globals(filename, message)
             raise UnsafeCheckpointError(
                 _refusal_message(filename, refused, message), filename,
                 refused) from err
+        except Exception as err:  # noqa: BLE001 - re-raised unless the file is corrupt
+            if _is_corrupt_file_error(err) or not _readable_torch_file(filename):
+                raise _corrupt_error(filename, err) from err
+            raise
 
     setattr(wrapper, _WRAPPED_FLAG, True)
     return wrapper

@@ -1,5 +1,7 @@
 """Shared plumbing of ``tools/train.py`` and ``tools/test.py`` (detection and
-classification configs alike)."""
+classification configs alike): reading a config, checking it before anything is built,
+building the model with a checkpoint loaded strictly."""
+import argparse
 import os
 import os.path as osp
 from datetime import timedelta
@@ -10,7 +12,10 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, RUNNERS, DefaultScope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
+
+from ..models.layers.skip import check_skip_form, check_skips_form, format_skip, skips_as_tuples
+from .checkpoint_io import load_strictly
 
 
 def load_config(config: str, cfg_options=None, launcher: str = 'none',
@@ -26,8 +31,141 @@ def load_config(config: str, cfg_options=None, launcher: str = 'none',
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    check_config(cfg)
+    use_atomic_checkpoints(cfg)
     setup_cpu_distributed(cfg)
     return cfg
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """A plain ``CheckpointHook`` in ``default_hooks`` becomes
+    :class:`~mmadn.engine.hooks.AtomicCheckpointHook` (same arguments): checkpoints
+    written atomically, old ones pruned only after the new one is in place."""
+    hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook',
+                                                        'mmengine.CheckpointHook'):
+        hook['type'] = 'AtomicCheckpointHook'
+
+
+def _hook_cfgs(cfg: Config, type_name: str) -> list:
+    return [h for h in cfg.get('custom_hooks') or []
+            if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == type_name]
+
+
+def check_config(cfg: Config) -> None:
+    """Checks of a config done before anything is built; each raises ValueError naming the
+    option, the value and the fix.
+
+    * the sub-path specialization hook's arguments (built once here: its ``__init__``
+      checks them, e.g. ``alpha``, ``super_skip`` / ``base_skip``);
+    * ``val_cfg.skips`` of a ``SubnetValLoop`` and a ``save_best`` key it will produce;
+    * under a distributed launcher, trained sub-networks that leave parameters without
+      gradients (DDP stops at the second iteration unless ``find_unused_parameters``).
+    """
+    from mmengine.registry import HOOKS
+    hooks = _hook_cfgs(cfg, 'SubPathSpecializationHook')
+    for hook in hooks:
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            HOOKS.build(dict(hook))
+    _check_save_best(cfg)
+    if cfg.get('launcher', 'none') != 'none':
+        for hook in hooks:
+            _check_unused_parameters(cfg, hook)
+
+
+def _check_save_best(cfg: Config) -> None:
+    val_cfg = cfg.get('val_cfg') or {}
+    if str(val_cfg.get('type', '')).split('.')[-1] != 'SubnetValLoop':
+        return
+    val_skips = val_cfg.get('skips', ('super', 'base'))
+    forms = check_skips_form(val_skips, 'val_cfg.skips')
+    save_best = (cfg.get('default_hooks', {}).get('checkpoint') or {}).get('save_best')
+    keys = [save_best] if isinstance(save_best, str) else list(save_best or [])
+    keys = [k for k in keys if k != 'auto']
+    if not keys or forms == 'all':
+        return
+    for key in keys:
+        prefix, _, metric = key.partition('/')
+        try:
+            wanted = check_skip_form(prefix) if metric else None
+        except ValueError:
+            wanted = None
+        if not isinstance(wanted, tuple):
+            raise ValueError(
+                f'default_hooks.checkpoint.save_best={key!r}: SubnetValLoop reports every '
+                "metric with its sub-network's skip as prefix (e.g. 'TTTT/coco/bbox_mAP' "
+                "or 'TTTT/accuracy/top1'); prefix the metric with one of val_cfg.skips="
+                f'{val_skips!r}')
+        try:
+            produced = {format_skip(t) for t in skips_as_tuples(wanted, *forms)[1:]}
+        except ValueError:  # another number of stages than val_cfg.skips: never produced
+            produced = {f if isinstance(f, str) else format_skip(f) for f in forms}
+        if format_skip(wanted) not in produced:
+            raise ValueError(
+                f'default_hooks.checkpoint.save_best={key!r}: val_cfg.skips={val_skips!r} '
+                f'evaluates {sorted(produced)}, never {format_skip(wanted)}; use e.g. '
+                f"'{sorted(produced)[-1]}/{metric}' or add {format_skip(wanted)!r} to "
+                'val_cfg.skips')
+
+
+def _check_unused_parameters(cfg: Config, hook: dict) -> None:
+    wrapper = cfg.get('model_wrapper_cfg') or {}
+    if wrapper.get('find_unused_parameters'):
+        return
+    sup_form = check_skip_form(hook.get('super_skip', 'super'))
+    base_form = check_skip_form(hook.get('base_skip', 'base'))
+    sup, base = skips_as_tuples(sup_form, base_form)
+    skip_norms = (cfg.model.get('backbone') or {}).get('skip_aware_norms', True)
+    words = isinstance(sup_form, str) and isinstance(base_form, str)
+    unused = []
+    for i, (s, b) in enumerate(zip(sup, base)):
+        stage = 'every stage' if words else f'stage {i + 1}'
+        if s:
+            unused.append(f'the skippable blocks of {stage} (both sub-networks skip it)')
+        if not b and skip_norms:
+            unused.append(f'the skip-aware norms of {stage} (neither sub-network skips it)')
+    if unused:
+        raise ValueError(
+            f"SubPathSpecializationHook(super_skip={hook.get('super_skip', 'super')!r}, "
+            f"base_skip={hook.get('base_skip', 'base')!r}) under DDP: "
+            f'{"; ".join(unused)} get no gradient, and DDP stops at the second iteration '
+            "('Expected to have finished reduction in the prior iteration'). "
+            'Set model_wrapper_cfg=dict(type=\'MMDistributedDataParallel\', '
+            'find_unused_parameters=True) (--cfg-options '
+            'model_wrapper_cfg.find_unused_parameters=True), or train super_skip=\'super\' '
+            'with base_skip=\'base\'')
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(text).strip() != str(value):
+        raise argparse.ArgumentTypeError(f'{text!r}: expected an integer >= 1')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected an integer >= 0')
+    return value
+
+
+def skips_argument(text: str) -> str:
+    """argparse ``type`` for ``--skip(s)``: checked before the model is built (the length
+    is checked once the model is known)."""
+    try:
+        check_skips_form(text, 'skips')
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def build_model(cfg: Config, checkpoint: Optional[str] = None,
@@ -40,8 +178,7 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None,
         model = MODELS.build(cfg.model)
     meta = {}
     if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                               logger='silent')
+        ckpt = load_strictly(model, checkpoint)
         meta = dict(ckpt.get('meta') or {})
     return model.to(device).eval(), meta
 
@@ -76,3 +213,4 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+

@@ -175,8 +175,9 @@ def _profile_main(*args):
 
 
 def test_profile_tool_clear_errors(tmp_path):
-    err = _profile_main(CLS_DEMO, '--skips', 'TTXF', '--no-latency')
-    assert "skip='TTXF': expected 4 letters of T/F" in err
+    # (a skip that does not parse is an argparse error, before the model is built)
+    err = _profile_main(CLS_DEMO, '--skips', 'TTF', '--no-latency')
+    assert "skip='TTF': expected 4 letters of T/F" in err
     plain = tmp_path / 'plain.py'
     plain.write_text(f"_base_ = [{CLS_DEMO!r}]\n"
                      "model = dict(backbone=dict(_delete_=True, type='ResNet', depth=18))\n")
@@ -191,3 +192,19 @@ def test_profile_tool_clear_errors(tmp_path):
         CLS_DEMO, '--checkpoint', 'missing.pth')
     if not torch.cuda.is_available():
         assert 'no CUDA device' in _profile_main(CLS_DEMO, '--device', 'cuda')
+
+
+def test_profile_subnets_takes_the_skips_the_tools_take():
+    model = _classifier(width=8)
+    x = torch.randn(1, 3, 32, 32)
+    rows = profile_subnets(model, x, skips='all', latency=False)
+    assert [r['skip'] for r in rows][::5] == ['FFFF', 'FTFT', 'TFTF', 'TTTT']  # 16, in order
+    assert len(rows) == 16
+    rows = profile_subnets(model, x, skips='super,TTFF', latency=False)
+    assert [r['skip'] for r in rows] == ['FFFF', 'TTFF']
+    for bad, message in (('', "skips='' names no sub-network"),
+                         ([], 'skips=[] names no sub-network'),
+                         ('FFFF,,TTTT', "skips='FFFF,,TTTT' has an empty entry"),
+                         ('FFF', "skip='FFF': expected 4 letters of T/F")):
+        with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):
+            profile_subnets(model, x, skips=bad, latency=False)

@@ -356,3 +356,33 @@ def test_cls_dataset_registry(tmp_path):
         assert int(item['data_samples'].gt_label) == ds.get_data_info(0)['gt_label']
         train = DATASETS.build(dict(type='DemoShapesClsDataset', data_root=root))
         assert len(train) == 3 * len(CLASSES)
+
+
+def test_ensure_writes_missing_files_again(tmp_path):
+    """A generated set with files missing is not used as it is: the generator knows what it
+    wrote and writes the missing files again (the same bytes)."""
+    root = demo_shapes.ensure_demo_shapes_cls(str(tmp_path / 'cls'), **SMALL_CLS)
+    det = demo_shapes.ensure_demo_shapes(str(tmp_path / 'det'), **SMALL)
+    full = {r: _tree(r) for r in (root, det)}
+    gone = [osp.join(root, 'train', 'star', '000002.png'), osp.join(root, 'val', 'circle',
+                                                                     '000001.png'),
+            osp.join(det, 'annotations', 'instances_val.json'),
+            osp.join(det, 'train', '000004.png')]
+    for path in gone:
+        os.remove(path)
+    with pytest.warns(UserWarning, match=r'2 of its 20 generated files were missing \('
+                      r'train/star/000002.png, val/circle/000001.png\); writing them again'):
+        demo_shapes.ensure_demo_shapes_cls(root)
+    with pytest.warns(UserWarning, match='2 of its 11 generated files were missing'):
+        demo_shapes.ensure_demo_shapes(det)
+    assert {r: _tree(r) for r in (root, det)} == full
+    assert sorted(os.listdir(tmp_path)) == ['cls', 'det']  # no temporary directory left
+    # the same with a record of another generator version: stop, saying how to regenerate
+    marker = osp.join(root, demo_shapes.MARKER_FILE)
+    meta = json.load(open(marker))
+    meta['format_version'] = 0
+    json.dump(meta, open(marker, 'w'))
+    os.remove(gone[0])
+    with pytest.raises(RuntimeError, match=r'1 of its 20 files are missing \(train/star/'
+                       r'000002.png\) .*delete .* to have it generated again'):
+        demo_shapes.ensure_demo_shapes_cls(root)

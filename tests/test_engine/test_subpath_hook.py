@@ -204,3 +204,41 @@ def test_classifier_trains_with_ema_and_gradient_accumulation(cls_data_root, tmp
     # the EMA copy never ran the ADN loss: its keys are the model's keys
     assert sorted(k[len('module.'):] for k in ema if k.startswith('module.')) == \
         sorted(state['state_dict'])
+
+
+def test_hook_refuses_a_base_that_does_not_skip_strictly_more():
+    # equal sub-networks: KD 0, nothing trains the base-net
+    with pytest.raises(ValueError) as info:
+        SubPathSpecializationHook(super_skip='TTFF', base_skip='TTFF')
+    assert str(info.value) == (
+        "SubPathSpecializationHook super_skip='TTFF', base_skip='TTFF': both are the same "
+        'sub-network, so the KD is 0 and nothing trains the base-net from the super-net; the '
+        "base-net must skip strictly more (e.g. super_skip='super', base_skip='base')")
+    with pytest.raises(ValueError, match='both are the same sub-network'):
+        SubPathSpecializationHook(super_skip='base', base_skip='TTTT')
+    # a base that runs a stage the super-net skips
+    with pytest.raises(ValueError) as info:
+        SubPathSpecializationHook(super_skip='TFFF', base_skip='FTTT')
+    assert "the base-net runs stage(s) [1] that the super-net skips" in str(info.value)
+    with pytest.raises(ValueError, match='runs stage'):
+        SubPathSpecializationHook(super_skip='base', base_skip='super')
+    # what it accepts: strictly more, in any form
+    SubPathSpecializationHook(super_skip='TFFF', base_skip='TFTF')
+    SubPathSpecializationHook(super_skip=[True, False, False, False], base_skip='base')
+
+
+def test_hook_names_an_option_that_does_not_parse():
+    with pytest.raises(ValueError) as info:
+        SubPathSpecializationHook(super_skip='TTX')
+    assert str(info.value) == (
+        "SubPathSpecializationHook super_skip='TTX' does not parse: expected a string of T/F "
+        "letters, one per stage (e.g. 'TTFF'), a list of bools, or 'super' / 'base'")
+    with pytest.raises(ValueError, match="base_skip=''"):
+        SubPathSpecializationHook(base_skip='')
+    with pytest.raises(ValueError, match='different numbers of stages'):
+        SubPathSpecializationHook(super_skip='TF', base_skip='TTTT')
+    with pytest.raises(ValueError) as info:
+        SubPathSpecializationHook(alpha='0.5')
+    assert str(info.value) == "alpha='0.5' (str): expected a number in [0, 1], e.g. alpha=0.5"
+    with pytest.raises(ValueError, match=r'alpha=True \(bool\)'):
+        SubPathSpecializationHook(alpha=True)

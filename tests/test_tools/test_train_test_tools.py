@@ -73,7 +73,11 @@ def test_bad_input_gives_clear_errors(cls_data_root, cls_ckpt):
     assert "checkpoint 'missing.pth' does not exist" in err
     err = _run_fail(['tools/test.py', CLS_DEMO, cls_ckpt, '--skip', 'TTXF', '--cfg-options'] +
                     cls_overrides(cls_data_root))
-    assert "error: skip='TTXF': expected 4 letters of T/F" in err
+    assert "skip='TTXF' does not parse: expected a string of T/F letters" in err
+    assert 'Traceback' not in err
+    err = _run_fail(['tools/test.py', CLS_DEMO, cls_ckpt, '--skip', 'TTF', '--cfg-options'] +
+                    cls_overrides(cls_data_root))  # the length is known once the model is
+    assert "error: skip='TTF': expected 4 letters of T/F" in err
     assert 'Traceback' not in err
 
 
@@ -94,3 +98,19 @@ def test_test_tool_refuses_a_checkpoint_of_another_architecture_and_plain_backbo
                      "model = dict(backbone=dict(_delete_=True, type='ResNet', depth=18))\n")
     err = _run_fail(['tools/test.py', str(plain), cls_ckpt, '--skip', 'all'])
     assert "--skip all: the model backbone 'ResNet' is not an ADN backbone" in err
+
+
+def test_out_keeps_the_predictions_of_every_subnet(cls_data_root, cls_ckpt, tmp_path):
+    import pickle
+    out = tmp_path / 'preds.pkl'
+    proc = run_tool(['python', 'tools/test.py', CLS_DEMO, cls_ckpt, '--skip', 'FFFF,TTTT',
+                     '--no-profile', '--out', str(out), '--work-dir', str(tmp_path / 'w'),
+                     '--cfg-options'] + cls_overrides(cls_data_root))
+    assert not out.exists()
+    preds = {skip: pickle.load(open(tmp_path / f'preds_{skip}.pkl', 'rb'))
+             for skip in ('FFFF', 'TTTT')}
+    assert len(preds['FFFF']) == len(preds['TTTT']) == 16  # 4 val images per class
+    scores = {skip: torch.stack([torch.as_tensor(p['pred_score']) for p in ps])
+              for skip, ps in preds.items()}
+    assert not torch.allclose(scores['FFFF'], scores['TTTT'])  # two sub-networks' outputs
+    assert 'preds_TTTT.pkl' in proc.stdout + proc.stderr

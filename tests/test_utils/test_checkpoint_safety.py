@@ -412,8 +412,8 @@ def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch, payload_cls,
         assert 'torch never allows' in message
         assert 'weights_only=False' in message
     else:
-        assert 'torch.serialization.add_safe_globals([open])' in message
-        assert f'from {open.__module__} import open' in message
+        # open() can run code's work (write any file): never suggested for the allow-list
+        assert 'add_safe_globals' not in message and 'do not allow-list it' in message
 
     # Non-vacuous: the payload does run when the protection is off.
     if payload_cls is _OpenPayload:
@@ -452,3 +452,34 @@ def test_generic_getattr_is_refused(tmp_path):
     with torch.serialization.safe_globals([getattr]):
         loaded = _load_checkpoint(path)
     assert loaded['meta'] == OrderedDict.fromkeys
+
+
+class _EvalPayload:
+
+    def __reduce__(self):
+        return eval, ('1 + 1', )
+
+
+class UserConfig:
+    """A harmless class of the user's own: allow-listing it is the right advice."""
+
+    def __init__(self):
+        self.lr = 0.1
+
+
+def test_refusal_never_suggests_allow_listing_code_runners(tmp_path):
+    path = str(tmp_path / 'eval.pth')
+    _save_malicious(path, _EvalPayload())
+    with pytest.raises(checkpoint_safety.UnsafeCheckpointError) as info:
+        _load_checkpoint(path)
+    message = str(info.value)
+    assert info.value.refused_globals == ['builtins.eval']
+    assert 'builtins.eval can run code by itself' in message
+    assert 'do not allow-list it' in message and 'add_safe_globals' not in message
+    # a class of the user's own is still explained with the allow-list recipe
+    torch.save({'state_dict': OrderedDict(w=torch.zeros(1)), 'meta': UserConfig()},
+               tmp_path / 'user.pth')
+    with pytest.raises(checkpoint_safety.UnsafeCheckpointError) as info:
+        _load_checkpoint(str(tmp_path / 'user.pth'))
+    assert 'torch.serialization.add_safe_globals([UserConfig])' in str(info.value)
+    assert 'do not allow-list' not in str(info.value)

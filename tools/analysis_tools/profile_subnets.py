@@ -17,13 +17,14 @@ import sys
 
 import torch
 from mmengine.config import DictAction
-from mmengine.runner import load_checkpoint
 
 import mmadn  # noqa: F401
 from mmadn.analysis import (load_accuracy, plot_profile, profile_forward,
                             profile_subnets, save_profile)
 from mmadn.engine.runner.subnet_loops import resolve_skips
-from mmadn.utils.launch import build_model, load_config
+from mmadn.utils.checkpoint_io import CHECKPOINT_ERRORS, CheckpointMismatchError, load_strictly
+from mmadn.utils.launch import (build_model, load_config, non_negative_int, positive_int,
+                                skips_argument)
 
 
 def parse_args(argv=None):
@@ -31,15 +32,17 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('--checkpoint', help='weights to load (latency and GFLOPs do not '
                         'depend on them; an architecture mismatch is reported)')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='input size; default 224 224 for classifiers, 800 1333 for '
                         'detectors')
-    parser.add_argument('--batch-size', type=int, default=1,
+    parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='batch of the latency runs (GFLOPs are per image)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--skips', default='all', help="'all' or e.g. FFFF,TTFF,TTTT")
-    parser.add_argument('--repeats', type=int, default=20, help='timed rounds')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed rounds first')
+    parser.add_argument('--skips', default='all', type=skips_argument,
+                        help="'all' or e.g. FFFF,TTFF,TTTT")
+    parser.add_argument('--repeats', type=positive_int, default=20, help='timed rounds')
+    parser.add_argument('--warmup', type=non_negative_int, default=3,
+                        help='untimed rounds first')
     parser.add_argument('--no-latency', action='store_true', help='GFLOPs and params only')
     parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip: '
                         'plot accuracy against GFLOPs')
@@ -65,7 +68,10 @@ def build_checked(cfg, checkpoint, device):
         _fail(f'building the model failed: {type(err).__name__}: '
               f'{str(err).strip().splitlines()[-1]}')
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        try:
+            load_strictly(model, checkpoint)
+        except (CheckpointMismatchError, *CHECKPOINT_ERRORS) as err:
+            _fail(str(err))
     return model
 
 
@@ -95,12 +101,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         _fail('--device cuda: no CUDA device is available here; use --device cpu')
-    if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
-        _fail(f'--batch-size {args.batch_size} --repeats {args.repeats} --warmup '
-              f'{args.warmup}: expected batch size and repeats >= 1, warmup >= 0')
     try:
         cfg = load_config(args.config, args.cfg_options)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     try:
         model = build_checked(cfg, args.checkpoint, args.device)

@@ -23,11 +23,28 @@ import torch
 
 import mmadn  # noqa: F401  (checkpoint loading rules)
 from mmadn.models.backbones import ResNetADN
+from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
+                                       adn_backbone_meta, load_checkpoint_file,
+                                       replace_atomically, temporary_path)
 
 BLOCKS_TO_DEPTH = {
     ((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
     ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152,
 }
+
+
+def refuse_converted(obj, src) -> None:
+    """An mmadn / mmengine checkpoint needs no conversion: say how to use it instead."""
+    state = obj.get('state_dict') if isinstance(obj, dict) else None
+    keys = list(state) if isinstance(state, dict) else []
+    if any(k.startswith(('backbone.', 'module.backbone.')) for k in keys) or (
+            isinstance(obj.get('meta'), dict) and 'mmengine_version' in obj['meta']):
+        raise CheckpointMismatchError(
+            f"{src} is already an mmadn (mmengine) checkpoint (keys such as {keys[0]!r}"
+            f"{', written by training' if 'message_hub' in obj else ''}): it needs no "
+            'conversion; test it with tools/test.py CONFIG ' + src + ', or start a detector '
+            "from its backbone with model.backbone.init_cfg=dict(type='Pretrained', "
+            f"checkpoint='{src}', prefix='backbone.')")
 
 
 def unwrap(obj):
@@ -60,7 +77,10 @@ def detect_arch(state):
 
 
 def convert(src, out_dir, name=None):
-    state = unwrap(torch.load(src, map_location='cpu'))
+    # the same safe loader as everything else (weights_only, refusals explained)
+    obj = load_checkpoint_file(src)
+    refuse_converted(obj, src)
+    state = unwrap(obj)
     depth, avg_down, has_skip = detect_arch(state)
     backbone = OrderedDict((k, v) for k, v in state.items() if not k.startswith('fc.'))
     model = ResNetADN(depth=depth, avg_down=avg_down)
@@ -73,11 +93,13 @@ def convert(src, out_dir, name=None):
     name = name or f'resnet{depth}{"d" if avg_down else ""}_adn'
     os.makedirs(out_dir, exist_ok=True)
     meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down,
-                had_skip_norms=has_skip)
+                had_skip_norms=has_skip, adn_backbone=adn_backbone_meta(model))
     paths = dict(classifier=osp.join(out_dir, f'{name}_in1k.pth'),
                  backbone=osp.join(out_dir, f'{name}_backbone.pth'))
-    torch.save(dict(state_dict=classifier, meta=meta), paths['classifier'])
-    torch.save(dict(state_dict=backbone, meta=meta), paths['backbone'])
+    for kind, state_dict in (('classifier', classifier), ('backbone', backbone)):
+        tmp = temporary_path(paths[kind])  # written whole or not at all
+        torch.save(dict(state_dict=state_dict, meta=meta), tmp)
+        replace_atomically(tmp, paths[kind])
     return paths, meta
 
 
@@ -87,7 +109,10 @@ def main():
     parser.add_argument('out_dir', help='where to write the converted checkpoints')
     parser.add_argument('--name', help='file name stem (default: resnet{depth}[d]_adn)')
     args = parser.parse_args()
-    paths, meta = convert(args.src, args.out_dir, args.name)
+    try:
+        paths, meta = convert(args.src, args.out_dir, args.name)
+    except (FileNotFoundError, ValueError, *CHECKPOINT_ERRORS) as err:
+        raise SystemExit(f'error: {err}') from None
     print(f"ResNet-{meta['depth']}{'d' if meta['avg_down'] else ''}-ADN "
           f"(skip norms {'found' if meta['had_skip_norms'] else 'copied from partners'})")
     for kind, path in paths.items():

@@ -1,3 +1,4 @@
+from .checkpoint_hook import AtomicCheckpointHook
 from .subpath_specialization_hook import SubPathSpecializationHook
 
-__all__ = ['SubPathSpecializationHook']
+__all__ = ['AtomicCheckpointHook', 'SubPathSpecializationHook']

@@ -20,6 +20,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS, MODELS
 
+from ...models.layers.skip import check_skip_form, format_skip, skips_as_tuples
 from ...models.layers.skip_aware import AdaptiveDepthMixin
 
 FEATURE_SOURCES = ('stages', 'backbone', 'neck')
@@ -64,6 +65,27 @@ class _Recorder:
         self.handles = []
 
 
+def check_trained_skips(super_skip, base_skip) -> None:
+    """The two trained sub-networks must parse, and the base-net must skip strictly more
+    than the super-net: every stage the super-net skips, and at least one more (the KD
+    teaches the smaller network from the larger; with equal ones it is 0)."""
+    forms = (check_skip_form(super_skip, 'SubPathSpecializationHook super_skip'),
+             check_skip_form(base_skip, 'SubPathSpecializationHook base_skip'))
+    sup, base = skips_as_tuples(*forms)
+    shown = f'super_skip={super_skip!r}, base_skip={base_skip!r}'
+    less = [i + 1 for i, (s, b) in enumerate(zip(sup, base)) if s and not b]
+    if less:
+        raise ValueError(
+            f'SubPathSpecializationHook {shown}: the base-net runs stage(s) {less} that the '
+            'super-net skips; the base-net must skip every stage the super-net skips and '
+            f"at least one more (e.g. super_skip='{format_skip(sup)}', base_skip='base')")
+    if sup == base:
+        raise ValueError(
+            f'SubPathSpecializationHook {shown}: both are the same sub-network, so the KD '
+            'is 0 and nothing trains the base-net from the super-net; the base-net must '
+            "skip strictly more (e.g. super_skip='super', base_skip='base')")
+
+
 @HOOKS.register_module()
 class SubPathSpecializationHook(Hook):
     """Sub-path specialization training (super-net + base-net on every batch).
@@ -95,8 +117,11 @@ class SubPathSpecializationHook(Hook):
                  kd_warmup_iters: int = 0,
                  super_skip: Union[str, Sequence[bool]] = 'super',
                  base_skip: Union[str, Sequence[bool]] = 'base'):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f'alpha={alpha!r}: expected a number in [0, 1]')
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+                or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'alpha={alpha!r} ({type(alpha).__name__}): expected a number '
+                             'in [0, 1], e.g. alpha=0.5')
+        check_trained_skips(super_skip, base_skip)
         if features not in FEATURE_SOURCES:
             raise ValueError(f'features={features!r}: expected one of {FEATURE_SOURCES}')
         if not isinstance(kd_warmup_iters, int) or kd_warmup_iters < 0:

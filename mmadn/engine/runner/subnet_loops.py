@@ -4,6 +4,7 @@ Each sub-network's metrics are reported with its skip string as prefix
 (``TTTT/coco/bbox_mAP``), so ``save_best`` can follow any of them, and a table puts the
 sub-networks side by side.
 """
+import contextlib
 import csv
 import json
 import os.path as osp
@@ -11,6 +12,7 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 from mmengine.dist import is_main_process
+from mmengine.evaluator import DumpResults
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
@@ -18,19 +20,10 @@ from mmengine.runner import TestLoop, ValLoop
 from mmengine.runner.loops import _parse_losses
 
 from ...analysis.profile import profile_subnets
-from ...models.layers.skip import enumerate_skips, format_skip, parse_skip
+from ...models.layers.skip import format_skip, resolve_skips  # noqa: F401 (re-exported)
 from ...models.layers.skip_aware import AdaptiveDepthMixin
 
 SkipsArg = Union[str, Sequence]
-
-
-def resolve_skips(skips: SkipsArg, num_stages: int) -> List[tuple]:
-    """``'all'``, ``'FFFF,TTFF'``, or a list of skip values -> list of skip tuples."""
-    if isinstance(skips, str):
-        if skips.strip().lower() == 'all':
-            return list(enumerate_skips(num_stages))
-        skips = [s for s in skips.split(',') if s.strip()]
-    return [parse_skip(s.strip() if isinstance(s, str) else s, num_stages) for s in skips]
 
 
 def metrics_table(rows: Dict[str, dict]) -> str:
@@ -94,6 +87,25 @@ class _SubnetLoopMixin:
                   f"interleaved) of the {rows[0]['scope']}, input "
                   f'{tuple(inputs.shape)}', logger='current')
 
+    @contextlib.contextmanager
+    def _dump_per_subnet(self, name: str):
+        """With several sub-networks, each ``DumpResults`` metric (``tools/test.py --out``)
+        writes one file per sub-network, named by its skip: ``preds.pkl`` ->
+        ``preds_FFFF.pkl``, ``preds_TTTT.pkl``."""
+        dumps = [m for m in self.evaluator.metrics if isinstance(m, DumpResults)]
+        if len(self.skips) < 2 or not dumps:
+            yield
+            return
+        saved = [m.out_file_path for m in dumps]
+        for metric, path in zip(dumps, saved):
+            stem, ext = osp.splitext(path)
+            metric.out_file_path = f'{stem}_{name}{ext}'
+        try:
+            yield
+        finally:
+            for metric, path in zip(dumps, saved):
+                metric.out_file_path = path
+
     def _backbone(self):
         model = self.runner.model
         model = model.module if is_model_wrapper(model) else model
@@ -112,7 +124,7 @@ class _SubnetLoopMixin:
         for skip in self.skips:
             name = format_skip(skip)
             setattr(self, f'{stage}_loss', {})
-            with backbone.skipping(skip):
+            with backbone.skipping(skip), self._dump_per_subnet(name):
                 for idx, data_batch in enumerate(self.dataloader):
                     self.run_iter(idx, data_batch)
                 metrics = self.evaluator.evaluate(len(self.dataloader.dataset))

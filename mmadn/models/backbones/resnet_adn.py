@@ -16,6 +16,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch.utils.checkpoint import checkpoint
 
+from ...utils.checkpoint_io import CheckpointMismatchError
 from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
 from ..layers.skip_aware import AdaptiveDepthMixin, SkipAwareNormMixin
 
@@ -246,6 +247,17 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
             # random init: the skip norms start equal to their partners
             self.copy_skip_norms_from_partners()
 
+    def split_of_skip_norms(self, skip_norms: List[str]) -> Optional[str]:
+        blocks: Dict[str, set] = {}
+        for name in skip_norms:
+            m = re.match(r'(layer\d+)\.(\d+)\.', name)
+            if m:
+                blocks.setdefault(m.group(1), set()).add(int(m.group(2)))
+        return 'num_shared_blocks=' + str(tuple(len(blocks.get(n, ())) for n in self.res_layers))
+
+    def own_split(self) -> Optional[str]:
+        return f'num_shared_blocks={tuple(self.num_shared_blocks)}'
+
     def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
                        *args, **kwargs):
         self._check_checkpoint_arch(state_dict, prefix)
@@ -272,7 +284,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         bottleneck = self.block is ADNBottleneck
         if found != expected or has_conv3 != bottleneck:
             kind = 'Bottleneck' if has_conv3 else 'BasicBlock'
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f'checkpoint{" (prefix " + repr(prefix) + ")" if prefix else ""} holds a '
                 f'ResNet with {found} {kind} blocks per stage, but {type(self).__name__}'
                 f'(depth={self.depth}) expects {expected} '

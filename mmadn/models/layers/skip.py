@@ -54,6 +54,86 @@ def parse_skip(skip: SkipLike, num_stages: int) -> SkipTuple:
                      f'{_accepted_form(num_stages)}')
 
 
+def check_skip_form(skip: SkipLike, name: str = 'skip') -> Union[str, SkipTuple]:
+    """Check a skip value before the model (and so its number of stages) is known.
+
+    Returns ``'super'``, ``'base'`` or the tuple of bools; raises ValueError naming
+    ``name``, the value and the accepted form. :func:`parse_skip` checks the length later.
+    """
+    if skip is None:
+        return SUPER
+    if isinstance(skip, str):
+        word = skip.strip()
+        if word.lower() in (SUPER, BASE):
+            return word.lower()
+        if word and set(word.upper()) <= {'T', 'F'}:
+            return tuple(c == 'T' for c in word.upper())
+    elif isinstance(skip, (list, tuple)) and skip and all(
+            isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)) for v in skip):
+        return tuple(bool(v) for v in skip)
+    raise ValueError(f'{name}={skip!r} does not parse: expected a string of T/F letters, '
+                     "one per stage (e.g. 'TTFF'), a list of bools, or 'super' / 'base'")
+
+
+def skips_as_tuples(*forms: Union[str, SkipTuple]) -> Tuple[SkipTuple, ...]:
+    """Results of :func:`check_skip_form` as tuples of one length: the length of the
+    tuples among them (which must agree), or 1 when all are words."""
+    lengths = {len(f) for f in forms if isinstance(f, tuple)}
+    if len(lengths) > 1:
+        raise ValueError(f'skips {[format_skip(f) if isinstance(f, tuple) else f for f in forms]}'
+                         ' have different numbers of stages')
+    n = lengths.pop() if lengths else 1
+    return tuple(f if isinstance(f, tuple) else (f == BASE, ) * n for f in forms)
+
+
+def check_skips_form(skips, name: str = 'skips') -> Union[str, list]:
+    """Check a list of sub-networks before the model is known: ``'all'``, a comma-separated
+    string (``'FFFF,TTFF,TTTT'``, ``'super,base'``) or a sequence of skip values.
+
+    Returns ``'all'`` or the list of :func:`check_skip_form` results; raises ValueError
+    naming ``name`` and the accepted form, also for an empty list.
+    """
+    accepted = ("expected 'all', a comma-separated list such as 'FFFF,TTFF,TTTT' or "
+                "'super,base', or a list of skip values")
+    if isinstance(skips, str):
+        if skips.strip().lower() == 'all':
+            return 'all'
+        items = [s.strip() for s in skips.split(',')]
+        if not any(items):
+            raise ValueError(f'{name}={skips!r} names no sub-network: {accepted}')
+        if not all(items):
+            raise ValueError(f'{name}={skips!r} has an empty entry: {accepted}')
+    elif isinstance(skips, (list, tuple)):
+        items = list(skips)
+        # a flat list of bools is one skip value, not a list of them
+        if items and all(isinstance(v, (bool, int)) for v in items):
+            items = [items]
+        if not items:
+            raise ValueError(f'{name}={skips!r} names no sub-network: {accepted}')
+    else:
+        raise ValueError(f'{name}={skips!r} (type {type(skips).__name__}): {accepted}')
+    forms = []
+    for item in items:
+        try:
+            forms.append(check_skip_form(item, 'skip'))
+        except ValueError as err:
+            raise ValueError(f'{name}={skips!r}: {err}') from None
+    return forms
+
+
+def resolve_skips(skips, num_stages: int) -> list:
+    """``'all'``, ``'FFFF,TTFF'``, or a list of skip values -> list of skip tuples."""
+    forms = check_skips_form(skips)
+    if forms == 'all':
+        return list(enumerate_skips(num_stages))
+    if isinstance(skips, str):
+        return [parse_skip(s.strip(), num_stages) for s in skips.split(',')]
+    items = list(skips)
+    if items and all(isinstance(v, (bool, int)) for v in items):
+        items = [items]
+    return [parse_skip(s.strip() if isinstance(s, str) else s, num_stages) for s in items]
+
+
 def format_skip(skip: Sequence[bool]) -> str:
     """``(True, True, False, False)`` -> ``'TTFF'``."""
     return ''.join('T' if s else 'F' for s in skip)

@@ -7,11 +7,12 @@ conversion (a custom norm subclass would not).
 """
 import contextlib
 import copy
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
 
+from ...utils.checkpoint_io import CheckpointMismatchError
 from .skip import SkipLike, SkipTuple, enumerate_skips, format_skip, parse_skip
 
 SKIP_SUFFIX = '_skip'
@@ -153,12 +154,30 @@ class AdaptiveDepthMixin:
             self.copy_skip_norms_from_partners()
 
     def _fill_missing_skip_norms(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
-        """Load-time hook: a checkpoint without ``*_skip`` keys (torchvision, mmdet or
-        mmpretrain ResNet) initializes each skip norm as a copy of its partner."""
+        """Load-time hook: a checkpoint without any ``*_skip`` key (torchvision, mmdet or
+        mmpretrain ResNet) initializes each skip norm as a copy of its partner.
+
+        A checkpoint with some skip norms but not this backbone's set (trained with another
+        split into shared and skippable blocks) is refused: filling the rest would load
+        norms of the wrong blocks and give wrong sub-network outputs.
+        """
+        pairs = self.skip_norm_pairs()
+        modules = {k[len(prefix):].rpartition('.')[0] for k in state_dict
+                   if k.startswith(prefix)}
+        in_ckpt = {m for m in modules if m.rpartition('.')[2].endswith(SKIP_SUFFIX)}
+        if in_ckpt:
+            own = {s for s, _ in pairs}
+            # a partial state dict (some modules only) needs only its modules' skip norms
+            missing = sorted({s for s, p in pairs if p in modules} - in_ckpt)
+            extra = sorted(in_ckpt - own)
+            if missing or extra:
+                raise CheckpointMismatchError(
+                    self._split_mismatch(sorted(in_ckpt), missing, extra, prefix))
+            return
         copied = []
-        for skip_name, partner_name in self.skip_norm_pairs():
+        for skip_name, partner_name in pairs:
             skip_key, partner_key = prefix + skip_name, prefix + partner_name
-            if skip_key + '.weight' in state_dict or partner_key + '.weight' not in state_dict:
+            if partner_name not in modules:
                 continue
             for field in _NORM_STATE:
                 if partner_key + '.' + field in state_dict:
@@ -170,6 +189,37 @@ class AdaptiveDepthMixin:
                 f'{len(copied)} of them ({copied[0]}, ...) start as copies of their '
                 'partners (e.g. bn1_skip <- bn1).',
                 logger='current')
+
+    def split_of_skip_norms(self, skip_norms: List[str]) -> Optional[str]:
+        """The split (e.g. ``'num_shared_blocks=(1, 2, 3, 1)'``) that the given skip-norm
+        module names imply, for messages; None where a backbone cannot tell."""
+        return None
+
+    def own_split(self) -> Optional[str]:
+        """This backbone's split, in the form of :meth:`split_of_skip_norms`."""
+        return None
+
+    def _split_mismatch(self, in_ckpt: List[str], missing: List[str], extra: List[str],
+                        prefix: str) -> str:
+        where = f' (prefix {prefix!r})' if prefix else ''
+        theirs, ours = self.split_of_skip_norms(in_ckpt), self.own_split()
+        if theirs and ours:
+            split = (f'it was trained with {theirs}, this {type(self).__name__} has {ours}; '
+                     f'build the backbone with {theirs} (e.g. --cfg-options '
+                     f"model.backbone.{theirs.replace(' ', '')}) or load a checkpoint of "
+                     'this split')
+        else:
+            split = ('it was trained with another split into shared and skippable blocks; '
+                     'build the backbone with the split of the checkpoint')
+        detail = []
+        if missing:
+            detail.append(f'{len(missing)} skip norms of this backbone are missing, e.g. '
+                          f'{missing[0]}')
+        if extra:
+            detail.append(f'{len(extra)} are not in this backbone, e.g. {extra[0]}')
+        return (f'{type(self).__name__}: the checkpoint{where} holds skip-aware norms for '
+                f'other blocks than this backbone ({"; ".join(detail)}): {split}. (Only a '
+                'checkpoint without any *_skip norm gets them filled from their partners.)')
 
 
 def active_norm(index: int) -> property:
