@@ -418,14 +418,16 @@ def values(runs: List[dict], variant: str, skip: str, metric: str) -> List[float
     return out
 
 
-def main_table(runs, variants, metrics, super_skip, base_skip, digits=1) -> str:
-    """variant | description | <metric> super | <metric> base ... (mean ± std over seeds)."""
+def main_table(runs, variants, metrics, super_skip, base_skip, digits=1,
+               descriptions: Optional[Dict[str, str]] = None) -> str:
+    """variant | description | <metric> super | <metric> base ... (mean ± std over seeds);
+    ``descriptions`` (variant -> text) defaults to :data:`VARIANTS`'."""
     header = ['variant', 'what']
     for _, label in metrics:
         header += [f'{label} super-net ({super_skip})', f'{label} base-net ({base_skip})']
     rows = []
     for v in variants:
-        row = [f'`{v}`', VARIANTS[v][2]]
+        row = [f'`{v}`', (descriptions or {k: d[2] for k, d in VARIANTS.items()})[v]]
         for key, _ in metrics:
             row += [fmt_ms(values(runs, v, super_skip, key), digits),
                     fmt_ms(values(runs, v, base_skip, key), digits)]

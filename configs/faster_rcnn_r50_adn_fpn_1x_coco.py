@@ -1,7 +1,8 @@
 # Faster R-CNN with a ResNet-50-ADN backbone and FPN, COCO 1x: mmdet's recipe (12 epochs,
 # 8 GPUs x 2 images, SGD lr 0.02, lr x0.1 at epochs 8 and 11, frozen stem + stage 1,
-# norm_eval) trained with sub-path specialization: alpha 0.5, KD on the four stage
-# features, and the base-net's detection loss as in the authors' detection code.
+# norm_eval) trained with sub-path specialization as in the authors' detection code:
+# loss = alpha * det(super) + (1 - alpha) * (det(base) + KD), alpha 0.5, KD between the
+# global-average-pooled FPN outputs (channel softmax, KL per image), averaged over levels.
 # Validation reports the super-net (FFFF) and the base-net (TTTT); the best checkpoint
 # follows the super-net's bbox mAP.
 #
@@ -17,7 +18,8 @@ custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ResNetADN', skip='super'))
 
 custom_hooks = [
-    dict(type='SubPathSpecializationHook', alpha=0.5, features='stages',
+    dict(type='SubPathSpecializationHook', alpha=0.5, features='neck',
+         feat_kd=dict(type='SubPathKDLoss', mode='pooled'), level_reduction='mean',
          base_task_loss=True)
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))

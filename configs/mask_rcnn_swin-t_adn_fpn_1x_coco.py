@@ -1,6 +1,7 @@
 # Mask R-CNN with a Swin-T-ADN backbone and FPN, COCO 1x: mmdet's Swin-T Mask R-CNN recipe
 # (AdamW lr 1e-4, weight decay 0.05, 12 epochs) trained with sub-path specialization
-# (alpha 0.5; the base-net also gets the detection loss, as in the authors' detection code).
+# as in the authors' detection code: alpha 0.5, the base-net's detection loss, and KD between
+# the global-average-pooled FPN outputs (channel softmax), averaged over levels.
 # The backbone is mmpretrain's Swin (SwinTransformerADN) with the four stage outputs for
 # the FPN. Start from an ImageNet Swin-T-ADN checkpoint (configs/imagenet/
 # swin-tiny_adn_16xb64_in1k.py); a plain mmpretrain Swin-T checkpoint, as below, also
@@ -22,7 +23,8 @@ model = dict(
     neck=dict(in_channels=[96, 192, 384, 768]))
 
 custom_hooks = [
-    dict(type='SubPathSpecializationHook', alpha=0.5, features='stages',
+    dict(type='SubPathSpecializationHook', alpha=0.5, features='neck',
+         feat_kd=dict(type='SubPathKDLoss', mode='pooled'), level_reduction='mean',
          base_task_loss=True)
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))

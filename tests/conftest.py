@@ -31,9 +31,11 @@ def cls_data_root(tmp_path_factory):
 
 
 def det_overrides(data_root, iters=2):
-    """--cfg-options pointing the demo detection config at small data, a few iterations."""
+    """--cfg-options pointing the demo detection config at small data, a few iterations,
+    its backbone from scratch (no pretrained classifier)."""
     root = data_root.rstrip('/') + '/'
     return [
+        'model.backbone.init_cfg=None',
         f'train_dataloader.dataset.data_root={root}',
         f'val_dataloader.dataset.data_root={root}',
         f'test_dataloader.dataset.data_root={root}',

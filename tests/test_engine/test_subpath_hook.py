@@ -142,11 +142,16 @@ def test_train_tool_detector(det_data_root, tmp_path):
              det_overrides(det_data_root))
     rows = [r for r in read_scalars(work_dir) if 'loss' in r]
     assert len(rows) == 2
-    assert {'loss_kd_feat', 'loss_cls', 'loss_mask', 'loss_rpn_cls'} <= set(rows[0])
+    # the authors' recipe: the base-net's detection losses and KD beside the super-net's
+    assert {'loss_kd_feat', 'loss_cls', 'loss_mask', 'loss_rpn_cls', 'base_loss_cls',
+            'base_loss_mask'} <= set(rows[0])
     val = [r for r in read_scalars(work_dir) if 'FFFF/coco/bbox_mAP' in r]
     assert val and 'TTTT/coco/segm_mAP' in val[0]
-    _assert_both_bn_sets_moved(_checkpoint_state(osp.join(work_dir, 'iter_2.pth')),
-                               'backbone.')
+    state = _checkpoint_state(osp.join(work_dir, 'iter_2.pth'))
+    # norm_eval: neither norm set's statistics moved from their initial values
+    for name in ('layer2.0.bn1', 'layer2.0.bn1_skip'):
+        assert state[f'backbone.{name}.running_mean'].abs().sum() == 0, name
+        assert state[f'backbone.{name}.num_batches_tracked'].item() == 0, name
 
 
 def test_train_tool_classifier(cls_data_root, tmp_path):
@@ -242,3 +247,43 @@ def test_hook_names_an_option_that_does_not_parse():
     assert str(info.value) == "alpha='0.5' (str): expected a number in [0, 1], e.g. alpha=0.5"
     with pytest.raises(ValueError, match=r'alpha=True \(bool\)'):
         SubPathSpecializationHook(alpha=True)
+
+
+def test_level_reduction_sum_mean_and_one_random_level():
+    torch.manual_seed(0)
+    pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
+    kd = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode='pooled')).feat_kd
+    terms = [kd(s, t).item() for s, t in pairs]
+    assert len(set(terms)) == 3 and min(terms) > 0
+    by = {r: SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode='pooled'),
+                                       level_reduction=r) for r in ('sum', 'mean', 'random')}
+    assert by['sum']._reduce_levels(pairs).item() == pytest.approx(sum(terms), rel=1e-6)
+    assert by['mean']._reduce_levels(pairs).item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+    drawn = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        value = by['random']._reduce_levels(pairs).item()
+        drawn.add(min(range(3), key=lambda i: abs(terms[i] - value)))
+        assert min(abs(t - value) for t in terms) < 1e-7  # exactly one level's term
+    assert drawn == {0, 1, 2}
+    with pytest.raises(ValueError, match="level_reduction='avg'.*'mean'"):
+        SubPathSpecializationHook(level_reduction='avg')
+
+
+def test_neck_kd_on_a_detector_averages_the_fpn_levels(det_runner):
+    """features='neck': one pooled KD term per FPN level (5 for the demo's FPN), averaged."""
+    runner = det_runner
+    runner.model.init_weights()
+    hook = SubPathSpecializationHook(features='neck', level_reduction='mean',
+                                     feat_kd=dict(type='SubPathKDLoss', mode='pooled'),
+                                     base_task_loss=True)
+    levels = []
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        hook.install(runner.model)
+        orig = hook._reduce_levels
+        hook._reduce_levels = lambda pairs: (levels.append(len(pairs)), orig(pairs))[1]
+        losses = _one_batch_losses(runner)
+        hook.uninstall()
+    assert levels == [5]
+    assert losses['loss_kd_feat'].item() > 0
+    assert {'base_loss_cls', 'base_loss_mask', 'base_loss_rpn_cls'} <= set(losses)

@@ -24,6 +24,7 @@ from ...models.layers.skip import check_skip_form, format_skip, skips_as_tuples
 from ...models.layers.skip_aware import AdaptiveDepthMixin
 
 FEATURE_SOURCES = ('stages', 'backbone', 'neck')
+LEVEL_REDUCTIONS = ('sum', 'mean', 'random')
 
 
 def _scale(value, factor: float):
@@ -98,7 +99,10 @@ class SubPathSpecializationHook(Hook):
             neck/FPN consumes) or ``'neck'`` (the FPN outputs).
         feat_kd (dict, optional): config of the feature KD loss, ``None`` to turn it off.
             Default ``dict(type='SubPathKDLoss', mode='spatial')``; ``mode='pooled'`` is the
-            authors' code. Summed over stages.
+            authors' code.
+        level_reduction (str): how the KD terms of several feature maps (stages, or FPN
+            levels) are combined: ``'sum'`` (default), ``'mean'`` (the authors' detection
+            code) or ``'random'`` (one level, drawn uniformly per batch).
         logit_kd (dict, optional): config of the logit KD loss for classifiers (models with
             a ``head``), ``None`` to turn it off; ``topk=500`` as the authors do on ImageNet.
         base_task_loss (bool): also compute the task loss of the base-net (weighted by
@@ -113,6 +117,7 @@ class SubPathSpecializationHook(Hook):
                  features: str = 'stages',
                  feat_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='spatial'),
                  logit_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='pooled'),
+                 level_reduction: str = 'sum',
                  base_task_loss: bool = False,
                  kd_warmup_iters: int = 0,
                  super_skip: Union[str, Sequence[bool]] = 'super',
@@ -124,12 +129,16 @@ class SubPathSpecializationHook(Hook):
         check_trained_skips(super_skip, base_skip)
         if features not in FEATURE_SOURCES:
             raise ValueError(f'features={features!r}: expected one of {FEATURE_SOURCES}')
+        if level_reduction not in LEVEL_REDUCTIONS:
+            raise ValueError(f'level_reduction={level_reduction!r}: expected one of '
+                             f'{LEVEL_REDUCTIONS}')
         if not isinstance(kd_warmup_iters, int) or kd_warmup_iters < 0:
             raise ValueError(f'kd_warmup_iters={kd_warmup_iters!r}: expected an int >= 0')
         self.alpha = float(alpha)
         self.features = features
         self.feat_kd = MODELS.build(feat_kd) if feat_kd else None
         self.logit_kd = MODELS.build(logit_kd) if logit_kd else None
+        self.level_reduction = level_reduction
         self.base_task_loss = base_task_loss
         self.kd_warmup_iters = kd_warmup_iters
         self.super_skip = super_skip
@@ -226,12 +235,22 @@ class SubPathSpecializationHook(Hook):
         if self.feat_kd is not None:
             keys = sorted(k for k in teacher if k.startswith('feat'))
             pairs = [(s, t) for k in keys for s, t in zip(student[k], teacher[k])]
-            losses['loss_kd_feat'] = w * sum(self.feat_kd(s, t) for s, t in pairs)
+            losses['loss_kd_feat'] = w * self._reduce_levels(pairs)
         if self._use_logits:
             t_logits, s_logits = teacher['logits'][-1], student['logits'][-1]
             losses['loss_kd_logits'] = w * self.logit_kd(s_logits, t_logits)
             losses.update(self._accuracies(t_logits, s_logits, data_samples))
         return losses
+
+    def _reduce_levels(self, pairs) -> torch.Tensor:
+        """The feature KD over ``(student, teacher)`` pairs, combined by
+        ``level_reduction``."""
+        if self.level_reduction == 'random':
+            # one level per batch; torch's generator, so a seeded run draws the same levels
+            idx = int(torch.randint(len(pairs), (1, )).item())
+            return self.feat_kd(*pairs[idx])
+        total = sum(self.feat_kd(s, t) for s, t in pairs)
+        return total / len(pairs) if self.level_reduction == 'mean' else total
 
     @staticmethod
     def _accuracies(t_logits, s_logits, data_samples) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,89 @@
+"""Calibrate the skip-aware norms of a trained ADN checkpoint and save the result.
+
+    python tools/analysis_tools/calibrate_skip_norms.py CONFIG CHECKPOINT --out OUT.pth \
+        [--num-batches 32] [--skips base] [--cfg-options ...]
+
+Runs ``--num-batches`` batches of the config's training data through the listed
+sub-networks and re-estimates the running statistics of the skip norms they use (see
+:func:`mmadn.models.layers.calibrate_skip_norms`); every other weight and buffer is copied
+unchanged. For a model trained with frozen norm statistics from a plain checkpoint, whose
+skip norms are still copies of their partners. The output is a plain checkpoint of the same
+config (its ``meta`` records the calibration).
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import DictAction
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner, save_checkpoint
+from tqdm import tqdm
+
+import mmadn  # noqa: F401
+from mmadn.analysis import find_adn_backbone
+from mmadn.models.layers import calibrate_skip_norms
+from mmadn.utils.launch import build_model, load_config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--out', required=True, help='the calibrated checkpoint to write')
+    p.add_argument('--num-batches', type=int, default=32,
+                   help='training batches run through each sub-network (default 32)')
+    p.add_argument('--skips', default='base',
+                   help="comma-separated sub-networks whose skip norms are calibrated "
+                        "(default 'base': all of them)")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
+    args = p.parse_args(argv)
+    if args.num_batches < 1:
+        p.error(f'--num-batches {args.num_batches}: expected an integer >= 1')
+    if not args.skips.strip():
+        p.error("--skips '': expected sub-networks such as 'base' or 'TTTT,TTFF'")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for path in (args.config, args.checkpoint):
+        if not osp.isfile(path):
+            raise SystemExit(f'error: {path!r} does not exist')
+    cfg = load_config(args.config, args.cfg_options)
+    model, meta = build_model(cfg, args.checkpoint)
+    try:
+        backbone = find_adn_backbone(model)
+    except TypeError as err:
+        raise SystemExit(f'error: {err}') from None
+    skips = [s.strip() for s in args.skips.split(',')]
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    stream = iter(loader)
+
+    def batches():
+        for _ in tqdm(range(args.num_batches), desc='calibrating', unit='batch'):
+            try:
+                data = next(stream)
+            except StopIteration:  # a finite loader: start it over
+                data = next(iter(loader))
+            yield model.data_preprocessor(data, True)['inputs']
+
+    try:
+        names = calibrate_skip_norms(backbone, batches(), skips)
+    except ValueError as err:
+        raise SystemExit(f'error: {err}') from None
+    meta = dict(meta, skip_norm_calibration=dict(num_batches=args.num_batches, skips=skips,
+                                                 source=osp.abspath(args.checkpoint)))
+    if osp.dirname(args.out):
+        import os
+        os.makedirs(osp.dirname(args.out), exist_ok=True)
+    save_checkpoint({'meta': meta, 'state_dict': model.state_dict()}, args.out)
+    print(f'calibrated {len(names)} skip norms ({names[0]}, ...) on {args.num_batches} '
+          f'batches through {skips}; wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    torch.set_grad_enabled(False)
+    sys.exit(main())
