@@ -109,7 +109,8 @@ def build_cfg(args, data_root: str):
     cfg.test_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
     cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
     cfg.train_cfg = dict(by_epoch=False, max_iters=args.iters, val_interval=args.iters + 1)
-    cfg.optim_wrapper.optimizer.lr = args.lr
+    # the study's own recipe (the demo classifier trains with AdamW)
+    cfg.optim_wrapper.optimizer = dict(type='SGD', lr=args.lr, momentum=0.9, weight_decay=1e-4)
     warm = max(1, args.iters // 20)
     cfg.param_scheduler = [
         dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warm),

@@ -1,4 +1,4 @@
-# A small adaptive-depth Mask R-CNN (ResNet-18-ADN, 64-channel FPN) on the generated
+# A small adaptive-depth Mask R-CNN (ResNet-18-ADN at half width, 64-channel FPN) on the generated
 # demo_shapes data (128 px), trained with sub-path specialization (the authors' detection
 # recipe) for a few hundred iterations on CPU; validation reports the super-net (FFFF) and
 # base-net (TTTT) side by side.
@@ -23,13 +23,15 @@ model = dict(
         _delete_=True,
         type='ResNetADN',
         depth=18,
+        base_channels=32,
+        stem_channels=32,
         out_indices=(0, 1, 2, 3),
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
         skip='super',
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
     rpn_head=dict(
         in_channels=64,
         feat_channels=64,
@@ -106,24 +108,24 @@ val_evaluator = dict(
     backend_args=backend_args)
 test_evaluator = val_evaluator
 
-max_iters = 300
+max_iters = 500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=10.0, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
-         milestones=[int(max_iters * 0.75)], gamma=0.1),
+         milestones=[int(max_iters * 0.8)], gamma=0.1),
 ]
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=3,
                     save_best='TTTT/coco/bbox_mAP', rule='greater'),
     visualization=dict(type='DetVisualizationHook'))
 log_processor = dict(by_epoch=False)
