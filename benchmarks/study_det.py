@@ -70,9 +70,10 @@ DET_VARIANTS = {
                                  what='`adn_plain_init` + `SkipNormCalibrationHook` (skip '
                                       'norms calibrated on base-net passes)'),
 }
-# run order: the precondition and the main comparison first (an interrupted study keeps
-# the runs that finished)
-DEFAULT_VARIANTS = list(DET_VARIANTS)
+# run order: the precondition and the main comparison first; every seed of a variant before
+# the next variant (an interrupted study keeps complete comparisons)
+DEFAULT_VARIANTS = ['plain', 'adn', 'adn_no_kd', 'base', 'adn_stage_kd', 'adn_no_skipbn',
+                    'adn_plain_init', 'adn_plain_init_calib']
 # settings that must match for a study to resume from its JSON
 RESUME_KEYS = ('iters', 'cls_iters', 'num_train', 'num_val', 'cls_per_class', 'skips',
                'quick', 'threads')
@@ -90,7 +91,7 @@ def parse_args(argv=None):
                    help="classifier pretraining iterations (default: the demo config's)")
     p.add_argument('--num-train', type=int, default=200, help='generated training images')
     p.add_argument('--num-val', type=int, default=50, help='generated test images')
-    p.add_argument('--cls-per-class', type=int, default=100,
+    p.add_argument('--cls-per-class', type=int, default=1000,
                    help='generated classification training images per class')
     p.add_argument('--data-root', default=None,
                    help='default: data/demo_shapes_study_<num-train>_<num-val>')
@@ -123,7 +124,7 @@ def cls_cfg(args):
     root = osp.join(args.data_root, 'cls')
     cfg = Config.fromfile(CLS_DEMO)
     gen = dict(num_train_per_class=args.cls_per_class,
-               num_val_per_class=max(4, args.cls_per_class // 4))
+               num_val_per_class=max(4, args.cls_per_class // 20))
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].dataset.update(data_root=root, generator_kwargs=gen)
     if args.cls_iters:
@@ -257,8 +258,8 @@ def run_study(args, json_path: str) -> dict:
     base_cfg = det_cfg(args)
     t_start, cpu_start = time.perf_counter(), sc.cpu_seconds()
     wall0, cpu_before = data.get('wall_s', 0.0), data.get('cpu_s', 0.0)
-    for seed in args.seeds:
-        for variant in args.variants:
+    for variant in args.variants:
+        for seed in args.seeds:
             if any((r['variant'], r['seed']) == (variant, seed) for r in data['runs']):
                 continue
             init = pretrain(args, data, DET_VARIANTS[variant]['init'], seed, json_path)

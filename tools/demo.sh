@@ -20,11 +20,15 @@ quiet() {  # run a step, keep its log, show its tail only if it fails
     local log=$1; shift
     "$@" >"$log" 2>&1 || { tail -n 40 "$log"; echo "failed; full log: $log"; exit 1; }
 }
+if [ -e "$WORK_DIR" ]; then  # a new run each time; the previous one is kept beside it
+    rm -rf "$WORK_DIR.prev" && mv "$WORK_DIR" "$WORK_DIR.prev"
+    echo "[demo] the previous run is now in $WORK_DIR.prev"
+fi
 mkdir -p "$WORK_DIR"
 
 step 1/5 "generating data/demo_shapes (detection) and data/demo_shapes_cls (classification)"
-"$PY" -m mmadn.datasets.demo_shapes --out data/demo_shapes
-"$PY" -m mmadn.datasets.demo_shapes --cls --out data/demo_shapes_cls
+"$PY" -W ignore::RuntimeWarning -m mmadn.datasets.demo_shapes --out data/demo_shapes
+"$PY" -W ignore::RuntimeWarning -m mmadn.datasets.demo_shapes --cls --out data/demo_shapes_cls
 
 step 2/5 "pretraining the ResNet-18-ADN classifier (super-net + base-net, KD) on shapes"
 quiet "$WORK_DIR/cls.log" "$PY" tools/train.py "$CLS_CONFIG" --work-dir "$WORK_DIR/cls"
@@ -38,8 +42,7 @@ CKPT="$(cat "$WORK_DIR/det/last_checkpoint")"
 
 step 4/5 "evaluating all 16 sub-networks from the one checkpoint (log: $WORK_DIR/test.log)"
 quiet "$WORK_DIR/test.log" "$PY" tools/test.py "$DET_CONFIG" "$CKPT" \
-    --work-dir "$WORK_DIR/test" --skip all \
-    --cfg-options "model.backbone.init_cfg.checkpoint=$PRETRAINED"
+    --work-dir "$WORK_DIR/test" --skip all
 
 step 5/5 "one validation image at the super-net and the base-net depth"
 quiet "$WORK_DIR/picture.log" "$PY" demo/adaptive_depth_demo.py "$DET_CONFIG" "$CKPT" \
