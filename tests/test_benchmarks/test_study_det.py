@@ -47,7 +47,7 @@ def test_each_compared_variant_differs_in_exactly_one_setting():
     assert cfg['adn_no_kd'].custom_hooks[0]['feat_kd'] is None
     assert cfg['adn_no_kd'].custom_hooks[0]['base_task_loss'] is True
     # (b) the KD form only: what is distilled, how, and how the levels are combined
-    assert _diff(cfg['adn'], cfg['adn_stage_kd']) == [hook + 'features', hook + 'feat_kd.mode',
+    assert _diff(cfg['adn'], cfg['adn_stage_kd']) == [hook + 'feat_kd.mode', hook + 'features',
                                                       hook + 'level_reduction']
     # (c) skip-aware norms only
     assert _diff(cfg['adn'], cfg['adn_no_skipbn']) == ['model.backbone.skip_aware_norms']

@@ -227,4 +227,4 @@ def test_detection_configs_train_with_the_authors_recipe(path):
     assert hook.kd_warmup_iters == 0
     # the norms' statistics are frozen, as in mmdet's and the authors' detection training
     backbone = cfg.model.backbone
-    assert backbone.norm_eval is True or backbone.type == 'SwinTransformerADN'
+    assert backbone.type == 'SwinTransformerADN' or backbone.norm_eval is True
