@@ -118,8 +118,7 @@ def parse_args(argv=None):
 # Configs
 # ----------------------------------------------------------------------------------------
 def cls_cfg(args):
-    """The demo classifier on the study's classification data (no validation, no
-    checkpoints: the study saves the weights it needs itself)."""
+    """The demo classifier on the study's classification data."""
     from mmengine.config import Config
     root = osp.join(args.data_root, 'cls')
     cfg = Config.fromfile(CLS_DEMO)
@@ -127,14 +126,7 @@ def cls_cfg(args):
                num_val_per_class=max(4, args.cls_per_class // 20))
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].dataset.update(data_root=root, generator_kwargs=gen)
-    if args.cls_iters:
-        cfg.train_cfg.max_iters = args.cls_iters
-        _rescale_schedule(cfg, cfg.train_cfg.max_iters)
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    cfg.default_hooks.checkpoint = None
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1, cfg.train_cfg.max_iters // 4))
-    return cfg
+    return _study_run(cfg, args.cls_iters)
 
 
 def det_cfg(args):
@@ -146,13 +138,20 @@ def det_cfg(args):
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].dataset.update(data_root=root, generator_kwargs=gen)
     cfg.test_evaluator.ann_file = root + 'annotations/instances_val.json'
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    if args.iters:
-        cfg.train_cfg.max_iters = args.iters
-        _rescale_schedule(cfg, args.iters)
+    return _study_run(cfg, args.iters)
+
+
+def _study_run(cfg, iters):
+    """The config's schedule (stretched to ``iters`` if given), no validation and no
+    checkpoints (the study saves the weights it needs itself)."""
+    if iters:
+        cfg.train_cfg.max_iters = iters
+        _rescale_schedule(cfg, iters)
     cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
     cfg.default_hooks.checkpoint = None
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1, cfg.train_cfg.max_iters // 4))
+    cfg.default_hooks.logger = dict(type='LoggerHook',
+                                    interval=max(1, cfg.train_cfg.max_iters // 4))
     return cfg
 
 
