@@ -2,6 +2,7 @@
 classification configs alike): reading a config, checking it before anything is built,
 building the model with a checkpoint loaded strictly."""
 import argparse
+import copy
 import os
 import os.path as osp
 from datetime import timedelta
@@ -172,10 +173,19 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None,
                 device: str = 'cpu') -> Tuple[nn.Module, dict]:
     """Build ``cfg.model`` in the config's default scope and load ``checkpoint``.
 
+    A top-level ``data_preprocessor`` (mmpretrain configs: mean, std, ``to_rgb``) goes into
+    the model config unless it has its own, as mmengine's ``Runner`` does, so the model
+    normalizes its inputs as in training and testing.
+
     Returns the model (in eval mode, on ``device``) and the checkpoint's ``meta``.
     """
+    model_cfg = cfg.model
+    if isinstance(model_cfg, dict) and cfg.get('data_preprocessor') is not None \
+            and 'data_preprocessor' not in model_cfg:
+        model_cfg = copy.deepcopy(model_cfg)
+        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(model_cfg)
     meta = {}
     if checkpoint is not None:
         ckpt = load_strictly(model, checkpoint)
