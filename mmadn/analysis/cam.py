@@ -150,7 +150,8 @@ def _finish(cam: np.ndarray, out_hw: Tuple[int, int], crop_hw: Tuple[int, int]) 
         cam = cv2.resize(cam, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
     cam = cam[:crop_hw[0], :crop_hw[1]]
     cam = cam - cam.min()
-    return cam / (cam.max() + 1e-7)
+    top = cam.max()
+    return cam / top if top > 0 else cam
 
 
 class _Logits(nn.Module):

@@ -46,6 +46,7 @@ def _scramble_norms(model, seed=0):
 @pytest.fixture(scope='module')
 def cls_setup(cls_data_root, tmp_path_factory):
     cfg = load_config(CLS_DEMO)
+    torch.manual_seed(0)  # the convolutions' random init
     model, _ = build_model(cfg)
     _scramble_norms(model)
     ckpt = str(tmp_path_factory.mktemp('cam') / 'cls.pth')
@@ -64,9 +65,10 @@ def test_grid_rows_columns_and_maps_per_subnet(cls_setup, tmp_path):
     assert res.maps.shape == (3, 2, 64, 64) and res.image.shape == (64, 64, 3)
     assert np.isnan(res.maps[2, 1]).all()  # TTTT skips layer3.1
     ran = res.maps[[0, 0, 1, 1, 2], [0, 1, 0, 1, 0]]
-    assert np.isfinite(ran).all()
-    assert np.allclose(ran.min(axis=(1, 2)), 0) and np.allclose(ran.max(axis=(1, 2)), 1,
-                                                                atol=1e-5)
+    assert np.isfinite(ran).all() and np.allclose(ran.min(axis=(1, 2)), 0)
+    # each map scaled to [0, 1] on its own (a Grad-CAM map with no positive evidence is 0)
+    assert all(np.isclose(m.max(), 1) or not m.any() for m in ran)
+    assert np.isclose(res.maps[0, 0].max(), 1)
     # the class explained is the super-net's prediction, for every row
     batch = model.data_preprocessor(data, False)['inputs']
     logits = {}
@@ -134,8 +136,9 @@ def test_what_a_map_depends_on(cls_setup):
     # stage 3 skips in TTTF: its shared block uses its skip-aware norms -> other output
     assert np.abs(act.maps[0, 0] - act.maps[2, 0]).max() > 0.01
     assert np.isnan(act.maps[2, 1]).all()
-    cam = subnet_maps(model, data, ['TTFF', 'TTFT'], stage=3, target_class=1)
-    assert np.abs(cam.maps[0] - cam.maps[1]).max() > 0.05  # stage 4 differs
+    cam = subnet_maps(model, data, ['TTFF', 'TTFT'], stage=3)  # TTFF's prediction
+    assert cam.maps[0, 0].any() and cam.maps[1, 0].any()
+    assert np.abs(cam.maps[0, 0] - cam.maps[1, 0]).max() > 0.05  # stage 4 differs
     first = subnet_maps(model, data, ['FFFF', 'FTTT'], stage=1, method='actnorm')
     assert np.array_equal(first.maps[0, 0], first.maps[1, 0])
     assert np.array_equal(first.maps[0, 1], first.maps[1, 1])
@@ -189,6 +192,7 @@ def test_bad_input_gets_one_line_errors(cls_setup, tmp_path):
 
 def test_detector_backbone_gets_the_activation_norm(det_data_root, tmp_path):
     cfg = load_config(DET_DEMO)
+    torch.manual_seed(0)
     model, _ = build_model(cfg)
     ckpt = str(tmp_path / 'det.pth')
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
