@@ -60,15 +60,15 @@ def test_grid_rows_columns_and_maps_per_subnet(cls_setup, tmp_path):
     cfg, model, _, images = cls_setup
     data = load_image(cfg, images[0])
     res = subnet_maps(model, data, ['FFFF', 'TTFF', 'TTTT'], stage=3, class_names=CLASSES)
-    # ResNet-18: layer3 = one shared + one skippable block; 64 px maps on the 64 px input
+    # ResNet-18: layer3 = one shared + one skippable block; maps of the input's size
     assert res.blocks == ['layer3.0', 'layer3.1'] and res.skippable == [False, True]
-    assert res.maps.shape == (3, 2, 64, 64) and res.image.shape == (64, 64, 3)
+    size = cv2.imread(images[0]).shape[:2]
+    assert res.image.shape == size + (3, ) and res.maps.shape == (3, 2) + size
     assert np.isnan(res.maps[2, 1]).all()  # TTTT skips layer3.1
     ran = res.maps[[0, 0, 1, 1, 2], [0, 1, 0, 1, 0]]
     assert np.isfinite(ran).all() and np.allclose(ran.min(axis=(1, 2)), 0)
     # each map scaled to [0, 1] on its own (a Grad-CAM map with no positive evidence is 0)
     assert all(np.isclose(m.max(), 1) or not m.any() for m in ran)
-    assert np.isclose(res.maps[0, 0].max(), 1)
     # the class explained is the super-net's prediction, for every row
     batch = model.data_preprocessor(data, False)['inputs']
     logits = {}
@@ -82,7 +82,9 @@ def test_grid_rows_columns_and_maps_per_subnet(cls_setup, tmp_path):
         assert pred['target_score'] == pytest.approx(float(logits[skip][res.target_class]),
                                                      abs=1e-6)
     # the stage's blocks run differently in FFFF and TTTT (stages 1-3 differ): maps differ
-    assert np.abs(res.maps[0, 0] - res.maps[2, 0]).max() > 0.05
+    # (shown on the activation norm, never 0; a random model's Grad-CAM may be 0)
+    act = subnet_maps(model, data, ['FFFF', 'TTTT'], stage=3, method='actnorm')
+    assert np.abs(act.maps[0, 0] - act.maps[1, 0]).max() > 0.01
     assert model.backbone.skip_str == 'FFFF'  # the depth is restored
 
     out = str(tmp_path / 'grid.png')
@@ -122,7 +124,8 @@ def test_gradcam_map_is_the_gradient_weighted_activation(cls_setup):
     for c, (name, g) in enumerate(zip(res.blocks, grads)):
         act = outs[name].detach()[0]
         cam = torch.relu((g[0].mean(dim=(1, 2))[:, None, None] * act).sum(0)).numpy()
-        assert np.allclose(res.maps[0, c], _finish(cam, (64, 64), (64, 64)), atol=1e-4)
+        hw = tuple(batch.shape[-2:])
+        assert np.allclose(res.maps[0, c], _finish(cam, hw, hw), atol=1e-4)
 
 
 def test_what_a_map_depends_on(cls_setup):
