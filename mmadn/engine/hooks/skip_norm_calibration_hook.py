@@ -23,7 +23,7 @@ class SkipNormCalibrationHook(Hook):
     checkpoint hook, so the saved checkpoints and the validation that follows use the
     calibrated statistics. Only the skip norms' running means and variances change (see
     :func:`~mmadn.models.layers.calibration.calibrate_skip_norms`); the random generators
-    are restored afterwards, so training draws the same augmentations as without it.
+    are restored afterwards.
 
     Args:
         num_batches (int): training batches per calibration. Default 16.
