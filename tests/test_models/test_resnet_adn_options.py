@@ -64,3 +64,20 @@ def test_without_skip_aware_norms_trains_one_norm_set():
     # the base-net pass updated the (only) norms of the shared block
     assert not torch.allclose(model.layer2[0].bn1.running_mean, before)
     assert not hasattr(model.layer2[0], 'bn1_skip')
+
+
+def test_without_skip_aware_norms_loads_an_adn_checkpoint_leaving_skip_norms_out():
+    torch.manual_seed(0)
+    adn = ResNetADN(depth=18)
+    with torch.no_grad():
+        adn.layer2[0].bn1.running_mean.uniform_(-1, 1)
+        adn.layer2[0].bn1_skip.running_mean.fill_(7.0)
+    shared = ResNetADN(depth=18, skip_aware_norms=False)
+    state = adn.state_dict()
+    shared.load_state_dict(state, strict=True)  # the 8 skip norms are left out
+    assert sum('_skip' in k for k in state) == 8 * 5
+    torch.testing.assert_close(shared.layer2[0].bn1.running_mean,
+                               adn.layer2[0].bn1.running_mean)
+    assert not (shared.layer2[0].bn1.running_mean == 7.0).any()
+    # the caller's state dict is untouched
+    assert 'layer2.0.bn1_skip.running_mean' in state

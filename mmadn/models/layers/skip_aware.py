@@ -157,6 +157,7 @@ class AdaptiveDepthMixin:
         """Load-time hook: a checkpoint without any ``*_skip`` key (torchvision, mmdet or
         mmpretrain ResNet) initializes each skip norm as a copy of its partner.
 
+        A backbone built without skip-aware norms leaves a checkpoint's skip norms out.
         A checkpoint with some skip norms but not this backbone's set (trained with another
         split into shared and skippable blocks) is refused: filling the rest would load
         norms of the wrong blocks and give wrong sub-network outputs.
@@ -165,6 +166,19 @@ class AdaptiveDepthMixin:
         modules = {k[len(prefix):].rpartition('.')[0] for k in state_dict
                    if k.startswith(prefix)}
         in_ckpt = {m for m in modules if m.rpartition('.')[2].endswith(SKIP_SUFFIX)}
+        if in_ckpt and not pairs:
+            # skip-aware norms switched off here: one norm set serves every depth, so the
+            # checkpoint's skip norms have no module to go to and are left out
+            dropped = [k for k in list(state_dict)
+                       if k.startswith(prefix) and k[len(prefix):].rpartition('.')[0] in in_ckpt]
+            for k in dropped:
+                del state_dict[k]
+            print_log(
+                f'{type(self).__name__}: built without skip-aware norms; the checkpoint\'s '
+                f'{len(in_ckpt)} skip norms ({sorted(in_ckpt)[0]}, ...) are not loaded and '
+                'every depth uses the shared norms.',
+                logger='current')
+            return
         if in_ckpt:
             own = {s for s, _ in pairs}
             # a partial state dict (some modules only) needs only its modules' skip norms
