@@ -1,21 +1,33 @@
-"""Time an ADN training step (super-net + base-net, SubPathSpecializationHook) against a
-plain training step of the same model, interleaved in one run (A B A B ...), medians.
+"""Time and memory of three training steps of the same model, measured side by side in one
+run: a plain step (super-net only), the ADN step with one backward
+(``SubPathSpecializationHook(two_backward=False)``) and with two backwards (the default).
 
-    python benchmarks/bench_train_step.py --task cls  # ResNet-50 classifier, 224 px
-    python benchmarks/bench_train_step.py --task det  # Mask R-CNN R-50-FPN
+    python benchmarks/bench_train_step.py --task cls  # ResNet-50 classifier, 224 px, batch 8
+    python benchmarks/bench_train_step.py --task det  # Mask R-CNN R-50-FPN, 512 px, batch 1
+    python benchmarks/bench_train_step.py --task cls --device cuda --batch 64 --json out.json
 
-Goals (issue 4): cls ratio <= 1 + FLOPs(base)/FLOPs(super) + 5% (about 1.68x), det <= 1.4x.
-Peak memory: on CUDA torch.cuda.max_memory_allocated per step kind; on CPU, with
-``--memory``, each kind runs 2 steps in a fresh child process and its peak RSS is reported,
-next to a plain step of the base-net alone (so plain + base = two separate models).
+Per step kind:
+
+- median step time over ``--repeats`` rounds, the kinds interleaved (plain, one-backward,
+  two-backward, plain, ...), after one warm-up round;
+- peak saved bytes: the largest total, during one step, of the distinct storages that
+  autograd keeps for the backward (``torch.autograd.graph.saved_tensors_hooks``; the
+  model's parameters and buffers are left out), plus the detached teacher features that
+  the hook holds between the two passes;
+- CPU: peak RSS of a fresh process that builds the model and runs 2 steps of that kind
+  (``--no-rss`` to skip); CUDA: ``torch.cuda.max_memory_allocated`` of a step.
+
+Goals (two-backward): peak saved bytes <= 1.10x plain; step time no worse than the
+one-backward step (<= 1.72x plain; the floor is 1 + FLOPs(base)/FLOPs(super) = 1.63x).
 """
 import argparse
-import os.path as osp
+import json
 import resource
+import statistics
 import subprocess
 import sys
-import statistics
 import time
+import weakref
 
 import torch
 from mmengine.config import Config
@@ -25,8 +37,18 @@ from mmengine.registry import DefaultScope
 import mmadn  # noqa: F401
 from mmadn.engine.hooks import SubPathSpecializationHook
 
+KINDS = ('plain', 'one_backward', 'two_backward')
+LABELS = {
+    'plain': 'plain (super-net only)',
+    'one_backward': 'ADN, one backward',
+    'two_backward': 'ADN, two backwards',
+}
 
-def build(task: str, device: str):
+
+def build(task: str, device: str, batch: int, size, amp: bool = False):
+    """A ResNet-50-ADN classifier or Mask R-CNN R-50-ADN-FPN, its optimizer wrapper and one
+    batch of ``train_step`` data."""
+    h, w = size
     if task == 'cls':
         from mmpretrain.registry import MODELS
         from mmpretrain.structures import DataSample
@@ -37,49 +59,160 @@ def build(task: str, device: str):
             neck=dict(type='GlobalAveragePooling'),
             head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048,
                       loss=dict(type='CrossEntropyLoss'))))
-        batch = 32 if device == 'cuda' else 8
-        inputs = torch.randn(batch, 3, 224, 224, device=device)
+        inputs = torch.randn(batch, 3, h, w, device=device)
         samples = [DataSample().set_gt_label(i % 1000) for i in range(batch)]
     else:
+        import os.path as osp
+
+        import mmdet
         from mmdet.registry import MODELS
         from mmdet.structures import DetDataSample
         from mmdet.structures.mask import BitmapMasks
         from mmengine.structures import InstanceData
         scope = 'mmdet'
-        import mmdet
         cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs',
                                        '_base_', 'models', 'mask-rcnn_r50_fpn.py'))
         cfg.model.backbone = dict(type='ResNetADN', depth=50, frozen_stages=1,
                                   norm_eval=True, init_cfg=None)
         cfg.model.pop('data_preprocessor')
         model = MODELS.build(cfg.model)
-        batch, size = (2, 800) if device == 'cuda' else (1, 512)
-        inputs = torch.randn(batch, 3, size, size, device=device)
+        pad = (-(-h // 32) * 32, -(-w // 32) * 32)  # mmdet pads to a multiple of 32
+        inputs = torch.randn(batch, 3, *pad, device=device)
         samples = []
         for _ in range(batch):
-            s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                            pad_shape=(size, size), scale_factor=(1., 1.),
-                                            batch_input_shape=(size, size)))
+            s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                            pad_shape=pad, scale_factor=(1., 1.),
+                                            batch_input_shape=pad))
             gt = InstanceData()
-            gt.bboxes = torch.tensor([[40., 50., 300., 320.], [200., 100., 480., 400.]],
-                                     device=device)
+            boxes = torch.tensor([[0.08, 0.1, 0.6, 0.64], [0.4, 0.2, 0.96, 0.8]])
+            boxes = boxes * torch.tensor([w, h, w, h])
+            gt.bboxes = boxes.to(device)
             gt.labels = torch.tensor([3, 7], device=device)
-            masks = torch.zeros(2, size, size, dtype=torch.uint8)
-            masks[0, 50:320, 40:300] = 1
-            masks[1, 100:400, 200:480] = 1
-            gt.masks = BitmapMasks(masks.numpy(), size, size)
+            masks = torch.zeros(2, h, w, dtype=torch.uint8)
+            for k, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+                masks[k, y0:y1, x0:x1] = 1
+            gt.masks = BitmapMasks(masks.numpy(), h, w)
             s.gt_instances = gt
             samples.append(s)
     model.init_weights()
     model.to(device).train()
-    optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=1e-4, momentum=0.9)))
-    return scope, model, optim, inputs, samples
+    optim_cfg = dict(optimizer=dict(type='SGD', lr=1e-4, momentum=0.9))
+    if amp:
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    optim = build_optim_wrapper(model, optim_cfg)
+    return scope, model, optim, dict(inputs=inputs, data_samples=samples)
 
 
-def step(model, optim, inputs, samples):
-    losses = model(inputs, samples, mode='loss')
-    loss, _ = model.parse_losses(losses)
-    optim.update_params(loss)
+class SavedBytes:
+    """Peak total bytes of the distinct storages held for the backward.
+
+    Every tensor that autograd saves goes through ``pack``, which wraps it in a small
+    object; autograd drops that object when it frees the saved tensor (after the backward),
+    and the wrapper's finalizer releases the storage. Storages of ``exclude`` (the
+    parameters and buffers, alive anyway) are not counted. ``hold`` counts a tensor kept
+    outside autograd (the teacher features) until it is garbage.
+    """
+
+    def __init__(self, exclude=()):
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self.live = {}
+        self.current = self.peak = 0
+
+    def _add(self, tensor: torch.Tensor):
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), str(tensor.device))
+        if key[0] in self.exclude or storage.nbytes() == 0:
+            return None
+        entry = self.live.get(key)
+        if entry is None:
+            self.live[key] = [1, storage.nbytes()]
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        else:
+            entry[0] += 1
+        return key
+
+    def _release(self, key) -> None:
+        entry = self.live[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.current -= entry[1]
+            del self.live[key]
+
+    def pack(self, tensor: torch.Tensor):
+        key = self._add(tensor)
+        if key is None:
+            return tensor
+        box = _Saved(tensor)
+        weakref.finalize(box, self._release, key)
+        return box
+
+    @staticmethod
+    def unpack(packed):
+        return packed.tensor if isinstance(packed, _Saved) else packed
+
+    def hold(self, tensor: torch.Tensor) -> None:
+        key = self._add(tensor)
+        if key is not None:
+            weakref.finalize(tensor, self._release, key)
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+class _Saved:
+    __slots__ = ('tensor', '__weakref__')
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def make_hooks(kd_mode: str):
+    feat_kd = dict(type='SubPathKDLoss', mode=kd_mode)
+    return {
+        'one_backward': SubPathSpecializationHook(feat_kd=feat_kd, two_backward=False),
+        'two_backward': SubPathSpecializationHook(feat_kd=feat_kd, two_backward=True),
+    }
+
+
+def run_step(kind, hooks, model, optim, data, device):
+    """One ``model.train_step`` of ``kind``; returns its wall time."""
+    hook = hooks.get(kind)
+    if hook is not None:
+        hook.install(model)
+    try:
+        sync(device)
+        t0 = time.perf_counter()
+        model.train_step(dict(data), optim)
+        sync(device)
+        return time.perf_counter() - t0
+    finally:
+        if hook is not None:
+            hook.uninstall()
+
+
+def measure_saved(kind, hooks, model, optim, data, device) -> float:
+    """Peak saved bytes (MiB) of one step of ``kind``."""
+    tracker = SavedBytes(list(model.parameters()) + list(model.buffers()))
+    hook = hooks.get(kind)
+    if hook is not None:
+        super_pass = hook._super_pass
+
+        def counted_super_pass(*args):
+            losses, teacher = super_pass(*args)
+            for tensors in teacher.values():
+                for t in tensors:
+                    tracker.hold(t)
+            return losses, teacher
+
+        hook._super_pass = counted_super_pass
+    try:
+        with tracker.hooks():
+            run_step(kind, hooks, model, optim, data, device)
+    finally:
+        if hook is not None:
+            del hook._super_pass
+    return tracker.peak / 2**20
 
 
 def sync(device):
@@ -87,81 +220,106 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_only(args, scope, model, optim, inputs, samples):
-    hook = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode=args.kd_mode))
+def run_only(args, size):
+    """Child process of the RSS measurement: 2 steps of one kind."""
+    scope, model, optim, data = build(args.task, args.device, args.batch, size, args.amp)
+    hooks = make_hooks(args.kd_mode)
     with DefaultScope.overwrite_default_scope(scope):
-        if args.only == 'adn':
-            hook.install(model)
-        model.backbone.set_skip('base' if args.only == 'base' else 'super')
         for _ in range(2):
-            step(model, optim, inputs, samples)
+            run_step(args.only, hooks, model, optim, data, args.device)
     print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def cpu_memory(args):
-    peaks = {}
-    for kind in ('plain', 'base', 'adn'):
-        out = subprocess.run([sys.executable, __file__, '--task', args.task, '--device', 'cpu',
-                              '--kd-mode', args.kd_mode, '--only', kind],
-                             capture_output=True, text=True, check=True).stdout
-        peaks[kind] = float(out.split('peak_rss_mib')[-1])
-    print(f'task={args.task} kd_mode={args.kd_mode} peak RSS per process (MiB, CPU)')
-    print('| step | peak RSS MiB |')
-    print('|---|---|')
-    print(f"| plain super-net (FFFF) | {peaks['plain']:.0f} |")
-    print(f"| plain base-net alone (TTTT) | {peaks['base']:.0f} |")
-    print(f"| ADN (FFFF + TTTT + KD) | {peaks['adn']:.0f} |")
-    print(f"ADN / plain = {peaks['adn'] / peaks['plain']:.2f}x; two separate models "
-          f"(plain + base) = {(peaks['plain'] + peaks['base']) / peaks['plain']:.2f}x")
+def child_rss(args, size, kind) -> float:
+    cmd = [sys.executable, __file__, '--task', args.task, '--device', 'cpu', '--batch',
+           str(args.batch), '--size', str(size[0]), str(size[1]), '--kd-mode', args.kd_mode,
+           '--only', kind]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.split('peak_rss_mib')[-1])
+
+
+def ratio(values, kind):
+    return values[kind] / values['plain'] if values.get('plain') else float('nan')
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--task', choices=['cls', 'det'], default='cls')
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--repeats', type=int, default=5, help='timed rounds')
+    parser.add_argument('--device', choices=['cpu', 'cuda'],
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch', type=int, help='default: cls 8 (cpu) / 64 (cuda), '
+                        'det 1 (cpu) / 2 (cuda)')
+    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='default: cls 224 224, det 512 512 (cpu) / 800 1333 (cuda)')
     parser.add_argument('--kd-mode', choices=['spatial', 'pooled'], default='spatial',
                         help='feature KD form (SubPathKDLoss mode)')
-    parser.add_argument('--memory', action='store_true',
-                        help='CPU: peak RSS of each step kind, each in a fresh process')
-    parser.add_argument('--only', choices=['plain', 'adn', 'base'], help=argparse.SUPPRESS)
+    parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (CUDA)')
+    parser.add_argument('--no-rss', action='store_true', help='CPU: skip the peak-RSS runs')
+    parser.add_argument('--json', help='write the results to this file')
+    parser.add_argument('--only', choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.memory:
-        return cpu_memory(args)
-    scope, model, optim, inputs, samples = build(args.task, args.device)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda: no CUDA device is available here')
+    if args.amp and args.device != 'cuda':
+        raise SystemExit("error: --amp: mmengine's AmpOptimWrapper needs --device cuda")
+    gpu = args.device == 'cuda'
+    if args.batch is None:
+        args.batch = (64 if gpu else 8) if args.task == 'cls' else (2 if gpu else 1)
+    size = tuple(args.size or ((224, 224) if args.task == 'cls' else
+                               ((800, 1333) if gpu else (512, 512))))
     if args.only:
-        return run_only(args, scope, model, optim, inputs, samples)
-    hook = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode=args.kd_mode))
-    times = {'plain': [], 'adn': []}
-    peak = {}
+        return run_only(args, size)
+
+    scope, model, optim, data = build(args.task, args.device, args.batch, size, args.amp)
+    hooks = make_hooks(args.kd_mode)
+    times = {k: [] for k in KINDS}
+    cuda_peak = {}
     with DefaultScope.overwrite_default_scope(scope):
         for r in range(args.repeats + 1):  # the first round warms up
-            for kind in ('plain', 'adn'):
-                if kind == 'adn':
-                    hook.install(model)
-                if args.device == 'cuda':
+            for kind in KINDS:
+                if gpu:
                     torch.cuda.reset_peak_memory_stats()
-                sync(args.device)
-                t0 = time.perf_counter()
-                step(model, optim, inputs, samples)
-                sync(args.device)
-                dt = time.perf_counter() - t0
-                if args.device == 'cuda':
-                    peak[kind] = torch.cuda.max_memory_allocated() / 2**20
-                hook.uninstall()
+                dt = run_step(kind, hooks, model, optim, data, args.device)
+                if gpu:
+                    cuda_peak[kind] = max(cuda_peak.get(kind, 0),
+                                          torch.cuda.max_memory_allocated() / 2**20)
                 if r > 0:
                     times[kind].append(dt)
-    bb = model.backbone
-    plain, adn = statistics.median(times['plain']), statistics.median(times['adn'])
-    print(f'task={args.task} kd_mode={args.kd_mode} device={args.device} batch={inputs.shape[0]} '
-          f'size={inputs.shape[-1]} repeats={args.repeats} torch={torch.__version__}')
-    print('| step | median s | peak memory MiB |')
-    print('|---|---|---|')
-    print(f"| plain (FFFF only) | {plain:.3f} | {peak.get('plain', float('nan')):.0f} |")
-    print(f"| ADN (FFFF + TTTT + KD) | {adn:.3f} | {peak.get('adn', float('nan')):.0f} |")
-    goal = 1.68 if args.task == 'cls' else 1.4
-    print(f'ADN / plain = {adn / plain:.2f}x (goal <= {goal}x); backbone skip after: '
-          f'{bb.skip_str}')
+        saved = {k: measure_saved(k, hooks, model, optim, data, args.device) for k in KINDS}
+    median = {k: statistics.median(v) for k, v in times.items()}
+    rss = {}
+    if not gpu and not args.no_rss:
+        rss = {k: child_rss(args, size, k) for k in KINDS}
+
+    header = (f'task={args.task} kd_mode={args.kd_mode} device={args.device} '
+              f'batch={args.batch} size={size[0]}x{size[1]} amp={args.amp} '
+              f'repeats={args.repeats} torch={torch.__version__} '
+              f'threads={torch.get_num_threads()}')
+    mem_name, mem = (('CUDA max allocated MiB', cuda_peak) if gpu else
+                     ('peak RSS MiB', rss))
+    print(header)
+    print(f'| step | median s | time / plain | peak saved MiB | saved / plain | {mem_name} '
+          f'| {mem_name.split(" MiB")[0]} / plain |')
+    print('|---|---|---|---|---|---|---|')
+    for k in KINDS:
+        m = f'{mem[k]:.0f} | {ratio(mem, k):.2f}x' if k in mem else 'n/a | n/a'
+        print(f'| {LABELS[k]} | {median[k]:.3f} | {ratio(median, k):.2f}x | {saved[k]:.0f} '
+              f'| {ratio(saved, k):.2f}x | {m} |')
+    print(f"goals (two backwards): saved / plain <= 1.10x: "
+          f"{ratio(saved, 'two_backward'):.2f}x; time <= one backward's: "
+          f"{median['two_backward']:.3f} s vs {median['one_backward']:.3f} s")
+    if args.json:
+        result = dict(task=args.task, kd_mode=args.kd_mode, device=args.device,
+                      batch=args.batch, size=list(size), amp=args.amp, repeats=args.repeats,
+                      torch=torch.__version__, median_s=median, saved_mib=saved,
+                      times_s=times)
+        result['cuda_max_allocated_mib' if gpu else 'peak_rss_mib'] = mem
+        if gpu:
+            result['gpu'] = torch.cuda.get_device_name()
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+        print(f'written: {args.json}')
 
 
 if __name__ == '__main__':

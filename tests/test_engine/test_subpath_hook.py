@@ -1,4 +1,5 @@
 """The training hook on a real mmdet Mask R-CNN and a real mmpretrain classifier."""
+import copy
 import glob
 import json
 import os.path as osp
@@ -6,6 +7,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
@@ -287,3 +289,139 @@ def test_neck_kd_on_a_detector_averages_the_fpn_levels(det_runner):
     assert levels == [5]
     assert losses['loss_kd_feat'].item() > 0
     assert {'base_loss_cls', 'base_loss_mask', 'base_loss_rpn_cls'} <= set(losses)
+
+
+# -- the two-backward step ----------------------------------------------------------------
+def _train_copies(model, optim_cfg, batches, accumulative_counts=1, **hook_kw):
+    """Train a copy of ``model`` on ``batches`` (the same seed before each step) with the
+    one-backward and with the two-backward step; returns the two final states, the state
+    after the first step of each, and the two modes' log variables."""
+    out = {}
+    for two_backward in (False, True):
+        m = copy.deepcopy(model)
+        optim = build_optim_wrapper(m, dict(optim_cfg, accumulative_counts=accumulative_counts))
+        optim.initialize_count_status(m, 0, len(batches))
+        hook = SubPathSpecializationHook(two_backward=two_backward, **hook_kw)
+        hook.install(m)
+        logs, first = [], None
+        for i, batch in enumerate(batches):
+            torch.manual_seed(i)  # the same RPN / RoI samples in both modes
+            logs.append(m.train_step(copy.deepcopy(batch), optim_wrapper=optim))
+            if first is None:
+                first = _state(m)
+        assert ('train_step' in m.__dict__) == two_backward
+        hook.uninstall()
+        assert 'train_step' not in m.__dict__ and 'loss' not in m.__dict__
+        out[two_backward] = (_state(m), first, logs)
+    return out
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _rel_diff(a, b, init, params):
+    """max |a - b| over the parameters, relative to the largest update of ``b``."""
+    update = max((b[n] - init[n]).abs().max().item() for n in params)
+    diff = max((a[n] - b[n]).abs().max().item() for n in params)
+    return diff / update, update
+
+
+def _check_equal_steps(model, out, tol=1e-6):
+    init = _state(model)
+    params = [n for n, p in model.named_parameters() if p.requires_grad]
+    (two, _, logs2), (one, _, logs1) = out[True], out[False]
+    rel, update = _rel_diff(two, one, init, params)
+    assert update > 1e-4  # the step moved the parameters
+    assert rel <= tol, rel
+    # BatchNorm statistics (both sets) follow the same forwards
+    buffers = [k for k in init if k.endswith(('running_mean', 'running_var'))]
+    assert buffers and max((two[k] - one[k]).abs().max().item() for k in buffers) <= 1e-6
+    assert sorted(logs1[-1]) == sorted(logs2[-1])
+    for k, v in logs1[-1].items():
+        assert logs2[-1][k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-6), k
+    return rel
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_two_backward_equals_one_backward_classifier(cls_data_root, tmp_path, with_cp):
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root), tmp_path)
+    cfg.model.backbone.with_cp = with_cp
+    runner = Runner.from_cfg(cfg)
+    runner.model.init_weights()
+    batch = next(iter(runner.train_dataloader))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        out = _train_copies(runner.model, cfg.optim_wrapper, [batch])
+    DefaultScope._instance_dict.clear()
+    _check_equal_steps(runner.model, out)
+    assert {'loss_kd_feat', 'loss_kd_logits', 'acc_base'} <= set(out[True][2][0])
+
+
+@pytest.mark.parametrize('hook_kw', [dict(), dict(base_task_loss=True, features='neck')])
+def test_two_backward_equals_one_backward_detector(det_runner, hook_kw):
+    runner = det_runner
+    runner.model.init_weights()
+    batch = next(iter(runner.train_dataloader))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        # the demo config clips gradients (max_norm 10): the clipping sees the summed grads
+        out = _train_copies(runner.model, runner.cfg.optim_wrapper, [batch], **hook_kw)
+    _check_equal_steps(runner.model, out)
+    logs = out[True][2][0]
+    assert logs['loss_kd_feat'] > 0 and ('base_loss_mask' in logs) == bool(hook_kw)
+
+
+def test_two_backward_gradient_accumulation(cls_data_root, tmp_path):
+    """accumulative_counts=2: both backwards of an iteration are scaled by 1/2 and the
+    optimizer steps once, after the second iteration."""
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root), tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.model.init_weights()
+    it = iter(runner.train_dataloader)
+    batches = [next(it), next(it)]
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        out = _train_copies(runner.model, cfg.optim_wrapper, batches, accumulative_counts=2)
+    DefaultScope._instance_dict.clear()
+    init = _state(runner.model)
+    for two_backward in (False, True):
+        first = out[two_backward][1]
+        assert all(torch.equal(first[n], init[n]) for n, _ in runner.model.named_parameters())
+    _check_equal_steps(runner.model, out)
+
+
+def test_two_backward_ddp_equals_one_process(tmp_path):
+    out = tmp_path / 'ddp.json'
+    run_tool(['python', '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+              '--master_port', '29533', 'tests/test_engine/ddp_two_backward_worker.py',
+              str(out)])
+    results = json.loads(out.read_text())
+    assert set(results) == {'find_unused_parameters=False', 'find_unused_parameters=True'}
+    for key, r in results.items():
+        assert r['num_skippable_params'] > 0, key
+        assert r['params_with_grads'] == r['ref_params_with_grads'], key
+        assert r['rel_diff_between_ranks'] == 0.0, key  # the ranks agree exactly
+        for step in ('step1', 'step2'):
+            f = r[step]
+            # the two-backward DDP step applies the one-backward DDP step's gradients
+            assert f['vs_ddp_one_backward_grad_rel_diff'] <= 1e-6, (key, step, f)
+            # and those of one process on the combined batch, skipped blocks included, up
+            # to DDP's float32 averaging (about 1e-6 of the largest gradient here)
+            assert f['grad_rel_diff'] <= 1e-5, (key, step, f)
+            assert f['skippable_grad_rel_diff'] <= 1e-6, (key, step, f)
+            assert f['param_max_diff'] <= 4 * 1.2e-7 * f['param_max_abs'], (key, step, f)
+            # the check is sensitive: the gradients of half of the batch are far away
+            assert f['half_batch_grad_rel_diff'] > 0.1, (key, step, f)
+
+
+def test_two_backward_refuses_an_optim_wrapper_dict(cls_data_root, tmp_path):
+    from mmengine.optim import OptimWrapperDict
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root), tmp_path)
+    runner = Runner.from_cfg(cfg)
+    optim = OptimWrapperDict(main=build_optim_wrapper(runner.model, cfg.optim_wrapper))
+    hook = SubPathSpecializationHook()
+    hook.install(runner.model)
+    with pytest.raises(TypeError, match='needs one OptimWrapper; got OptimWrapperDict'):
+        runner.model.train_step({}, optim_wrapper=optim)
+    hook.uninstall()
+    with pytest.raises(ValueError, match="two_backward='yes'"):
+        SubPathSpecializationHook(two_backward='yes')
+    DefaultScope._instance_dict.clear()

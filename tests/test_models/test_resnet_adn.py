@@ -221,7 +221,7 @@ def test_skipping_changes_outputs_and_zero_init_blocks_are_identity():
     assert not torch.allclose(y_super, y_base)
 
 
-def test_with_cp_gives_the_same_gradients_across_two_passes():
+def test_with_cp_gives_the_same_gradients_and_statistics_across_two_passes():
     torch.manual_seed(0)
     ref = _tiny().train()
     cp = _tiny(with_cp=True).train()
@@ -237,6 +237,10 @@ def test_with_cp_gives_the_same_gradients_across_two_passes():
         assert (p.grad is None) == (q.grad is None), n
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5), n
+    # the recomputation in backward does not update the BatchNorm statistics a second time
+    for (n, p), (_, q) in zip(ref.named_buffers(), cp.named_buffers()):
+        assert torch.allclose(p.float(), q.float(), atol=1e-6), n
+    assert ref.layer2[0].downsample[1].num_batches_tracked.item() == 2
 
 
 def test_train_returns_self_norm_eval_and_frozen_stages():

@@ -1,24 +1,38 @@
 """Turns any mmdet detector or mmpretrain classifier with an ADN backbone into an
 adaptive-depth trainer (the paper's Algorithm 1), without changing the model's class.
 
-The hook replaces the model's ``loss`` method (an instance attribute, so checkpoints keep
-their plain keys) by one that runs, inside the same ``forward`` call (one DDP forward):
+One iteration trains two sub-networks on the same batch:
 
 1. the super-net (``backbone.skip = 'super'``): the task losses as usual, while forward
-   hooks record the stage features (and a classifier's logits);
+   hooks record the stage features (and a classifier's logits): the detached teacher;
 2. the base-net (``'base'``): ``extract_feat`` (+ the classifier head), or the full task
    loss with ``base_task_loss=True`` (the detection recipe of the authors' co-author);
-3. ``alpha * task_super + (1 - alpha) * (KD_feat + KD_logits [+ task_base])``, the
-   teacher (super-net) side detached.
+3. ``alpha * task_super + (1 - alpha) * (KD_feat + KD_logits [+ task_base])``.
+
+Two ways to run it, both with one optimizer step and the same gradients:
+
+- ``two_backward=True`` (default, the authors' order): the hook owns the model's
+  ``train_step``. The super-net loss is backpropagated (under DDP's ``no_sync``) before the
+  base-net runs, so the super-net's autograd graph is freed before the base-net's is built;
+  then the base-net loss is backpropagated and the runner's ``OptimWrapper`` steps. Both
+  backwards go through the ``OptimWrapper`` (gradient-accumulation loss scaling, AMP loss
+  scaling); its iteration counter advances once per step.
+- ``two_backward=False``: the model's ``loss`` runs both passes inside one ``forward`` and the
+  summed loss is backpropagated once; both graphs are alive at that backward.
+
+Everything is attached as instance attributes, so checkpoints keep their plain keys.
 """
 import contextlib
-from typing import Dict, List, Optional, Sequence, Union
+import functools
+from typing import Dict, List, Optional, Sequence, Set, Union
 
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS, MODELS
+from torch.nn.parallel import DistributedDataParallel
 
 from ...models.layers.skip import check_skip_form, format_skip, skips_as_tuples
 from ...models.layers.skip_aware import AdaptiveDepthMixin
@@ -35,6 +49,37 @@ def _scale(value, factor: float):
 
 def _as_list(out) -> List[torch.Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _forward(model, data, mode: str = 'loss'):
+    """``model(**data, mode=mode)`` as mmengine's ``train_step`` calls it."""
+    if isinstance(data, dict):
+        return model(**data, mode=mode)
+    if isinstance(data, (list, tuple)):
+        return model(*data, mode=mode)
+    raise TypeError(f'the data preprocessor returned a {type(data).__name__}; expected a '
+                    f'dict, list or tuple')
+
+
+def _detached(losses: dict) -> dict:
+    return {k: [t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
+            for k, v in losses.items()}
+
+
+def _leaves_reached(loss: torch.Tensor) -> Set[int]:
+    """``id`` of every leaf tensor (parameter) whose gradient ``loss.backward()`` would
+    accumulate."""
+    found, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, 'variable', None)  # an AccumulateGrad node
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
 
 
 class _Recorder:
@@ -110,6 +155,13 @@ class SubPathSpecializationHook(Hook):
         kd_warmup_iters (int): the KD weight ramps linearly from 0 to ``1 - alpha`` over
             the first iterations. Default 0.
         super_skip / base_skip: the two sub-networks trained. Defaults 'super' / 'base'.
+        two_backward (bool): backpropagate the super-net loss before the base-net runs
+            (two backwards, one optimizer step, the same gradients as one backward of the
+            summed loss). ResNet-50 classifier on CPU (``benchmarks/bench_train_step.py``):
+            the autograd-saved activations peak at about the plain step's instead of about
+            1.6x, at the same step time, hence the default True. False runs both passes in
+            one ``forward`` and one backward (for a model whose own ``train_step`` must be
+            kept).
     """
 
     def __init__(self,
@@ -121,7 +173,8 @@ class SubPathSpecializationHook(Hook):
                  base_task_loss: bool = False,
                  kd_warmup_iters: int = 0,
                  super_skip: Union[str, Sequence[bool]] = 'super',
-                 base_skip: Union[str, Sequence[bool]] = 'base'):
+                 base_skip: Union[str, Sequence[bool]] = 'base',
+                 two_backward: bool = True):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
                 or not 0.0 <= alpha <= 1.0:
             raise ValueError(f'alpha={alpha!r} ({type(alpha).__name__}): expected a number '
@@ -134,6 +187,8 @@ class SubPathSpecializationHook(Hook):
                              f'{LEVEL_REDUCTIONS}')
         if not isinstance(kd_warmup_iters, int) or kd_warmup_iters < 0:
             raise ValueError(f'kd_warmup_iters={kd_warmup_iters!r}: expected an int >= 0')
+        if not isinstance(two_backward, bool):
+            raise ValueError(f'two_backward={two_backward!r}: expected True or False')
         self.alpha = float(alpha)
         self.features = features
         self.feat_kd = MODELS.build(feat_kd) if feat_kd else None
@@ -143,14 +198,17 @@ class SubPathSpecializationHook(Hook):
         self.kd_warmup_iters = kd_warmup_iters
         self.super_skip = super_skip
         self.base_skip = base_skip
+        self.two_backward = two_backward
         self._iter = 0
         self._recorder = _Recorder()
         self._model = None
+        self._wrapper = None
+        self._pass = 'both'  # what the installed `loss` runs: 'both', 'super' or 'base'
+        self._teacher: Optional[Dict[str, list]] = None
 
     # -- installation ---------------------------------------------------------------------
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        self.install(model)
+        self.install(runner.model)
 
     def after_train(self, runner) -> None:
         self.uninstall()
@@ -159,7 +217,14 @@ class SubPathSpecializationHook(Hook):
         self._iter = runner.iter
 
     def install(self, model: torch.nn.Module) -> None:
-        """Make ``model.loss`` run the sub-path specialization step."""
+        """Make ``model.loss`` run the sub-path specialization passes and, with
+        ``two_backward``, ``model.train_step`` the two-backward step.
+
+        ``model`` is the model or its model wrapper (e.g. ``MMDistributedDataParallel``,
+        whose ``train_step`` is the one the runner calls).
+        """
+        wrapper = model
+        model = model.module if is_model_wrapper(model) else model
         backbone = getattr(model, 'backbone', None)
         if not isinstance(backbone, AdaptiveDepthMixin):
             raise TypeError(
@@ -195,27 +260,54 @@ class SubPathSpecializationHook(Hook):
         self._model = model
 
         def adn_loss(inputs, data_samples):
-            return self._step(model, orig_loss, inputs, data_samples)
+            return self._loss(model, orig_loss, inputs, data_samples)
 
         model.loss = adn_loss
+        if self.two_backward:
+            self._wrapper = wrapper
+            wrapper.train_step = functools.partial(self.two_backward_train_step, wrapper)
 
     def uninstall(self) -> None:
         self._recorder.remove()
         if self._model is not None and 'loss' in self._model.__dict__:
             del self._model.__dict__['loss']
-        self._model = None
+        if self._wrapper is not None and 'train_step' in self._wrapper.__dict__:
+            del self._wrapper.__dict__['train_step']
+        self._model = self._wrapper = None
+        self._pass, self._teacher = 'both', None
 
-    # -- one training step ----------------------------------------------------------------
+    # -- the passes -----------------------------------------------------------------------
     def kd_weight(self) -> float:
         ramp = 1.0 if self.kd_warmup_iters == 0 else min(1.0, self._iter / self.kd_warmup_iters)
         return (1.0 - self.alpha) * ramp
 
-    def _step(self, model, orig_loss, inputs, data_samples) -> Dict[str, torch.Tensor]:
-        backbone = model.backbone
-        rec = self._recorder
-        with backbone.skipping(self.super_skip), rec.recording() as teacher:
+    def _loss(self, model, orig_loss, inputs, data_samples) -> Dict[str, torch.Tensor]:
+        """The installed ``model.loss``: both passes, or the one the step asks for."""
+        if self._pass == 'super':
+            losses, self._teacher = self._super_pass(model, orig_loss, inputs, data_samples)
+            return losses
+        if self._pass == 'base':
+            teacher, self._teacher = self._teacher, None
+            return self._base_pass(model, orig_loss, inputs, data_samples, teacher)
+        losses, teacher = self._super_pass(model, orig_loss, inputs, data_samples)
+        losses.update(self._base_pass(model, orig_loss, inputs, data_samples, teacher))
+        return losses
+
+    def _super_pass(self, model, orig_loss, inputs, data_samples):
+        """The super-net's task losses (weighted by ``alpha``) and its recorded outputs,
+        detached (the teacher)."""
+        with model.backbone.skipping(self.super_skip), self._recorder.recording() as rec:
             losses_super = orig_loss(inputs, data_samples)
-        with backbone.skipping(self.base_skip), rec.recording() as student:
+        teacher = {k: [t.detach() for t in v] for k, v in rec.items()}
+        losses = {k: _scale(v, self.alpha) if 'loss' in k else v
+                  for k, v in losses_super.items()}
+        return losses, teacher
+
+    def _base_pass(self, model, orig_loss, inputs, data_samples,
+                   teacher) -> Dict[str, torch.Tensor]:
+        """The base-net's part of the loss: its task losses with ``base_task_loss`` and the
+        KD terms against the teacher."""
+        with model.backbone.skipping(self.base_skip), self._recorder.recording() as student:
             if self.base_task_loss:
                 losses_base = orig_loss(inputs, data_samples)
             else:  # run only as far as the distilled outputs
@@ -225,13 +317,15 @@ class SubPathSpecializationHook(Hook):
                     if self._use_logits:
                         model.head(feats)
                 else:
-                    backbone(inputs)
+                    model.backbone(inputs)
+        losses = {f'base_{k}': _scale(v, 1.0 - self.alpha) if 'loss' in k else v
+                  for k, v in losses_base.items()}
+        losses.update(self._kd_losses(teacher, student, data_samples))
+        return losses
 
-        losses = {k: _scale(v, self.alpha) if 'loss' in k else v
-                  for k, v in losses_super.items()}
+    def _kd_losses(self, teacher, student, data_samples) -> Dict[str, torch.Tensor]:
+        losses = {}
         w = self.kd_weight()
-        for k, v in losses_base.items():
-            losses[f'base_{k}'] = _scale(v, 1.0 - self.alpha) if 'loss' in k else v
         if self.feat_kd is not None:
             keys = sorted(k for k in teacher if k.startswith('feat'))
             pairs = [(s, t) for k in keys for s, t in zip(student[k], teacher[k])]
@@ -263,3 +357,60 @@ class SubPathSpecializationHook(Hook):
                 'acc_super': (t_logits.argmax(1) == target).float().mean() * 100,
                 'acc_base': (s_logits.argmax(1) == target).float().mean() * 100,
             }
+
+    # -- the two-backward step ------------------------------------------------------------
+    def two_backward_train_step(self, wrapper, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """``train_step`` of ``wrapper`` (the model or its DDP wrapper): super-net forward +
+        backward, base-net forward + backward, one ``optim_wrapper`` update.
+
+        The first backward runs under ``no_sync``: DDP all-reduces the summed gradients
+        once, at the second. Parameters that only the super-net pass reaches (skipped
+        blocks, and heads the base pass does not run) get a zero term in the second loss
+        when DDP does not look for unused parameters, so that DDP all-reduces their
+        gradients too (with ``find_unused_parameters=True`` DDP counts parameters used in
+        a ``no_sync`` backward as used).
+        """
+        if not isinstance(optim_wrapper, OptimWrapper) or \
+                isinstance(optim_wrapper, OptimWrapperDict):
+            raise TypeError(f'two_backward=True needs one OptimWrapper; got '
+                            f'{type(optim_wrapper).__name__} (use two_backward=False)')
+        model = self._model
+        no_sync = getattr(wrapper, 'no_sync', contextlib.nullcontext)
+        try:
+            with no_sync():
+                with optim_wrapper.optim_context(wrapper):
+                    data = model.data_preprocessor(data, True)
+                    self._pass = 'super'
+                    losses = _forward(wrapper, data)
+                logged = _detached(losses)
+                loss, _ = model.parse_losses(losses)
+                self._backward_uncounted(optim_wrapper, loss)
+                del loss, losses  # the super-net graph goes; the detached teacher stays
+            with optim_wrapper.optim_context(wrapper):
+                self._pass = 'base'
+                losses = _forward(wrapper, data)
+            logged.update(_detached(losses))
+            loss, _ = model.parse_losses(losses)
+            if isinstance(wrapper, DistributedDataParallel) and \
+                    not wrapper.find_unused_parameters:
+                loss = loss + self._zero_for_unreached(wrapper, loss)
+            optim_wrapper.update_params(loss)
+        finally:
+            self._pass, self._teacher = 'both', None
+        # logged as the one-backward step logs them
+        return model.parse_losses(logged)[1]
+
+    @staticmethod
+    def _backward_uncounted(optim_wrapper: OptimWrapper, loss: torch.Tensor) -> None:
+        """``optim_wrapper.backward`` of the loss scaled for gradient accumulation, as in
+        ``update_params``, but without counting an iteration: the step's second backward,
+        through ``update_params``, counts it and decides whether to step."""
+        count = optim_wrapper._inner_count
+        optim_wrapper.backward(optim_wrapper.scale_loss(loss))
+        optim_wrapper._inner_count = count
+
+    @staticmethod
+    def _zero_for_unreached(wrapper, loss: torch.Tensor) -> torch.Tensor:
+        reached = _leaves_reached(loss)
+        unreached = [p for p in wrapper.parameters() if p.requires_grad and id(p) not in reached]
+        return sum((p.sum() * 0.0 for p in unreached), loss.new_zeros(()))

@@ -4,6 +4,7 @@ Each stage is split into shared blocks (always run) and skippable blocks (the sp
 sub-path). Shared blocks own skip-aware norms (``bn1`` + ``bn1_skip`` ...), used while
 their stage skips. The stem and the downsample norms are not duplicated.
 """
+import contextlib
 import itertools
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,6 +15,7 @@ from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.checkpoint_io import CheckpointMismatchError
@@ -26,7 +28,9 @@ class _ADNBlockMixin(SkipAwareNormMixin):
 
     mmdet's blocks checkpoint with the reentrant implementation, which breaks two passes in
     one DDP step; here the whole block is checkpointed non-reentrantly, and the norm set in
-    use at forward time is replayed when the block is recomputed in backward.
+    use at forward time is replayed when the block is recomputed in backward. The
+    recomputation leaves the BatchNorm running statistics alone (they are updated once, by
+    the forward), so they do not depend on when the backward runs.
     """
 
     def __init__(self, *args, with_cp: bool = False, **kwargs):
@@ -37,8 +41,26 @@ class _ADNBlockMixin(SkipAwareNormMixin):
     def forward(self, x):
         if self.adn_with_cp and x.requires_grad:
             return checkpoint(self._forward_with_norm_set, x, self.use_skip_norms,
-                              use_reentrant=False)
+                              use_reentrant=False, context_fn=self._checkpoint_contexts)
         return super().forward(x)
+
+    def _checkpoint_contexts(self):
+        return contextlib.nullcontext(), self._frozen_running_stats()
+
+    @contextlib.contextmanager
+    def _frozen_running_stats(self):
+        """The recomputation runs as the forward did; its running-statistics update is
+        undone."""
+        stats = [(buf, buf.clone()) for m in self.modules()
+                 if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+                 for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+                 if buf is not None]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buf, value in stats:
+                    buf.copy_(value)
 
     def _forward_with_norm_set(self, x, use_skip_norms: bool):
         with self._norm_set(use_skip_norms):
