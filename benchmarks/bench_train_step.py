@@ -9,13 +9,16 @@ run: a plain step (super-net only), the ADN step with one backward
 Per step kind:
 
 - median step time over ``--repeats`` rounds, the kinds interleaved (plain, one-backward,
-  two-backward, plain, ...), after one warm-up round;
+  two-backward, plain, ...), after one warm-up round; wall time and the process's CPU time
+  (on a shared machine with ``OMP_NUM_THREADS=1`` the CPU time is the steadier figure);
 - peak saved bytes: the largest total, during one step, of the distinct storages that
   autograd keeps for the backward (``torch.autograd.graph.saved_tensors_hooks``; the
   model's parameters and buffers are left out), plus the detached teacher features that
   the hook holds between the two passes;
-- CPU: peak RSS of a fresh process that builds the model and runs 2 steps of that kind
-  (``--no-rss`` to skip); CUDA: ``torch.cuda.max_memory_allocated`` of a step.
+- CPU: peak RSS (Linux ``VmHWM``) of a fresh process that builds the model and runs 2
+  steps of that kind, and that peak minus the RSS of the built model, medians over
+  ``--rss-runs`` processes per kind, interleaved (``--no-rss`` to skip); CUDA:
+  ``torch.cuda.max_memory_allocated`` of a step (the largest over the rounds).
 
 Goals (two-backward): peak saved bytes <= 1.10x plain; step time no worse than the
 one-backward step (<= 1.72x plain; the floor is 1 + FLOPs(base)/FLOPs(super) = 1.63x).
@@ -176,16 +179,17 @@ def make_hooks(kd_mode: str):
 
 
 def run_step(kind, hooks, model, optim, data, device):
-    """One ``model.train_step`` of ``kind``; returns its wall time."""
+    """One ``model.train_step`` of ``kind``; returns its wall time and this process's CPU
+    time (all threads) during it."""
     hook = hooks.get(kind)
     if hook is not None:
         hook.install(model)
     try:
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train_step(dict(data), optim)
         sync(device)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         if hook is not None:
             hook.uninstall()
@@ -224,18 +228,35 @@ def run_only(args, size):
     """Child process of the RSS measurement: 2 steps of one kind."""
     scope, model, optim, data = build(args.task, args.device, args.batch, size, args.amp)
     hooks = make_hooks(args.kd_mode)
+    built = peak_rss_mib()
     with DefaultScope.overwrite_default_scope(scope):
         for _ in range(2):
             run_step(args.only, hooks, model, optim, data, args.device)
-    print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print('built_rss_mib', built, 'peak_rss_mib', peak_rss_mib())
 
 
-def child_rss(args, size, kind) -> float:
+def peak_rss_mib() -> float:
+    """This process's peak RSS. Linux's ``ru_maxrss`` keeps the peak of the process that
+    forked it across ``exec`` (here: the parent benchmark's), so ``VmHWM`` is read first."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_rss(args, size, kind):
+    """(peak RSS, peak RSS minus the RSS once the model is built) of a fresh process."""
     cmd = [sys.executable, __file__, '--task', args.task, '--device', 'cpu', '--batch',
            str(args.batch), '--size', str(size[0]), str(size[1]), '--kd-mode', args.kd_mode,
            '--only', kind]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.split('peak_rss_mib')[-1])
+    words = out.split('built_rss_mib')[-1].split()
+    built, peak = float(words[0]), float(words[2])
+    return peak, peak - built
 
 
 def ratio(values, kind):
@@ -256,6 +277,8 @@ def main():
                         help='feature KD form (SubPathKDLoss mode)')
     parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (CUDA)')
     parser.add_argument('--no-rss', action='store_true', help='CPU: skip the peak-RSS runs')
+    parser.add_argument('--rss-runs', type=int, default=3,
+                        help='CPU: fresh processes per step kind for the peak RSS (medians)')
     parser.add_argument('--json', help='write the results to this file')
     parser.add_argument('--only', choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,23 +297,31 @@ def main():
     scope, model, optim, data = build(args.task, args.device, args.batch, size, args.amp)
     hooks = make_hooks(args.kd_mode)
     times = {k: [] for k in KINDS}
+    cpu_times = {k: [] for k in KINDS}
     cuda_peak = {}
     with DefaultScope.overwrite_default_scope(scope):
         for r in range(args.repeats + 1):  # the first round warms up
             for kind in KINDS:
                 if gpu:
                     torch.cuda.reset_peak_memory_stats()
-                dt = run_step(kind, hooks, model, optim, data, args.device)
+                dt, ct = run_step(kind, hooks, model, optim, data, args.device)
                 if gpu:
                     cuda_peak[kind] = max(cuda_peak.get(kind, 0),
                                           torch.cuda.max_memory_allocated() / 2**20)
                 if r > 0:
                     times[kind].append(dt)
+                    cpu_times[kind].append(ct)
         saved = {k: measure_saved(k, hooks, model, optim, data, args.device) for k in KINDS}
     median = {k: statistics.median(v) for k, v in times.items()}
-    rss = {}
+    cpu_median = {k: statistics.median(v) for k, v in cpu_times.items()}
+    rss, step_rss = {}, {}
     if not gpu and not args.no_rss:
-        rss = {k: child_rss(args, size, k) for k in KINDS}
+        runs = {k: [] for k in KINDS}
+        for _ in range(args.rss_runs):  # interleaved: plain, one, two, plain, ...
+            for k in KINDS:
+                runs[k].append(child_rss(args, size, k))
+        rss = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
+        step_rss = {k: statistics.median(r[1] for r in v) for k, v in runs.items()}
 
     header = (f'task={args.task} kd_mode={args.kd_mode} device={args.device} '
               f'batch={args.batch} size={size[0]}x{size[1]} amp={args.amp} '
@@ -299,22 +330,30 @@ def main():
     mem_name, mem = (('CUDA max allocated MiB', cuda_peak) if gpu else
                      ('peak RSS MiB', rss))
     print(header)
-    print(f'| step | median s | time / plain | peak saved MiB | saved / plain | {mem_name} '
+    print(f'| step | median s | time / plain | CPU s | CPU / plain | peak saved MiB | saved / plain | {mem_name} '
           f'| {mem_name.split(" MiB")[0]} / plain |')
-    print('|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|')
     for k in KINDS:
         m = f'{mem[k]:.0f} | {ratio(mem, k):.2f}x' if k in mem else 'n/a | n/a'
-        print(f'| {LABELS[k]} | {median[k]:.3f} | {ratio(median, k):.2f}x | {saved[k]:.0f} '
+        print(f'| {LABELS[k]} | {median[k]:.3f} | {ratio(median, k):.2f}x | '
+              f'{cpu_median[k]:.3f} | {ratio(cpu_median, k):.2f}x | {saved[k]:.0f} '
               f'| {ratio(saved, k):.2f}x | {m} |')
+    if step_rss:
+        print(f'peak RSS minus the RSS of the built model (medians of {args.rss_runs} fresh '
+              'processes each): ' + ', '.join(
+                  f'{k} {step_rss[k]:.0f} MiB ({ratio(step_rss, k):.2f}x)' for k in KINDS))
+    t, name = (median, 'wall') if gpu else (cpu_median, 'CPU')
     print(f"goals (two backwards): saved / plain <= 1.10x: "
-          f"{ratio(saved, 'two_backward'):.2f}x; time <= one backward's: "
-          f"{median['two_backward']:.3f} s vs {median['one_backward']:.3f} s")
+          f"{ratio(saved, 'two_backward'):.2f}x; {name} time <= one backward's: "
+          f"{ratio(t, 'two_backward'):.2f}x vs {ratio(t, 'one_backward'):.2f}x plain")
     if args.json:
         result = dict(task=args.task, kd_mode=args.kd_mode, device=args.device,
                       batch=args.batch, size=list(size), amp=args.amp, repeats=args.repeats,
-                      torch=torch.__version__, median_s=median, saved_mib=saved,
-                      times_s=times)
+                      torch=torch.__version__, median_s=median, cpu_median_s=cpu_median,
+                      saved_mib=saved, times_s=times, cpu_times_s=cpu_times)
         result['cuda_max_allocated_mib' if gpu else 'peak_rss_mib'] = mem
+        if step_rss:
+            result['step_rss_mib'] = step_rss
         if gpu:
             result['gpu'] = torch.cuda.get_device_name()
         with open(args.json, 'w') as f:

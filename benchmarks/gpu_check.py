@@ -118,8 +118,11 @@ def amp_step(device, amp):
                 optim_cfg.update(type='AmpOptimWrapper', loss_scale=512.0)
             optim = build_optim_wrapper(m, optim_cfg)
             dtypes = {}
-            handle = m.backbone.layer4.register_forward_hook(
-                lambda mod, inp, out: dtypes.setdefault('features', str(out.dtype)))
+
+            def record_dtype(_module, _inputs, out):
+                dtypes.setdefault('features', str(out.dtype))  # returns None: output kept
+
+            handle = m.backbone.layer4.register_forward_hook(record_dtype)
             hook = SubPathSpecializationHook(two_backward=two_backward)
             hook.install(m)
             torch.manual_seed(0)

@@ -332,6 +332,7 @@ def _check_equal_steps(model, out, tol=1e-6):
     params = [n for n, p in model.named_parameters() if p.requires_grad]
     (two, _, logs2), (one, _, logs1) = out[True], out[False]
     rel, update = _rel_diff(two, one, init, params)
+    print(f'two vs one backward: max diff {rel:.2e} of the largest update ({update:.3g})')
     assert update > 1e-4  # the step moved the parameters
     assert rel <= tol, rel
     # BatchNorm statistics (both sets) follow the same forwards
