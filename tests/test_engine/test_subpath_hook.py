@@ -296,10 +296,16 @@ def _train_copies(model, optim_cfg, batches, accumulative_counts=1, **hook_kw):
     """Train a copy of ``model`` on ``batches`` (the same seed before each step) with the
     one-backward and with the two-backward step; returns the two final states, the state
     after the first step of each, and the two modes' log variables."""
+    # SGD, with the config's clipping and parameter-wise settings: its update is proportional
+    # to the gradient. (Adam's first update is about lr * sign(grad), so a parameter whose
+    # gradient is rounding noise moves by lr either way and the comparison says nothing.)
+    sgd = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optim_cfg = dict(optim_cfg, optimizer=sgd,
+                     accumulative_counts=accumulative_counts)
     out = {}
     for two_backward in (False, True):
         m = copy.deepcopy(model)
-        optim = build_optim_wrapper(m, dict(optim_cfg, accumulative_counts=accumulative_counts))
+        optim = build_optim_wrapper(m, optim_cfg)
         optim.initialize_count_status(m, 0, len(batches))
         hook = SubPathSpecializationHook(two_backward=two_backward, **hook_kw)
         hook.install(m)
