@@ -1,5 +1,6 @@
-"""Installs mmadn. ``configs/`` and ``tools/`` travel inside the package under ``mmadn/.mim``
-(linked in an editable install, copied in a wheel), so ``mim`` and ``mmadn::`` lookups find them."""
+"""Installs mmadn. ``configs/``, ``tools/`` and the model index travel inside the package under
+``mmadn/.mim`` (linked in an editable install, copied in a wheel), where ``mim train/test mmadn``
+and ``_base_ = 'mmadn::...'`` (once ``mmadn`` is imported) find them."""
 import os
 import os.path as osp
 import shutil
@@ -28,21 +29,23 @@ def read_requirements(name):
 
 
 def add_mim_extension():
-    """Expose configs/ and tools/ as ``mmadn/.mim/{configs,tools}``."""
+    """Expose configs/, tools/ and the model index under ``mmadn/.mim/``."""
     editable = any(cmd in sys.argv for cmd in ('develop', 'editable_wheel')) or \
         os.environ.get('PIP_EDITABLE') == '1'
     mim_dir = osp.join(HERE, 'mmadn', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
-    for name in ('configs', 'tools'):
+    for name in ('configs', 'tools', 'model-index.yml', 'metafile.yml'):
         src, dst = osp.join(HERE, name), osp.join(mim_dir, name)
         if osp.islink(dst) or osp.isfile(dst):
             os.remove(dst)
         elif osp.isdir(dst):
             shutil.rmtree(dst)
         if editable:
-            os.symlink(osp.relpath(src, mim_dir), dst, target_is_directory=True)
+            os.symlink(osp.relpath(src, mim_dir), dst, target_is_directory=osp.isdir(src))
+        elif osp.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         else:
-            shutil.copytree(src, dst)
+            shutil.copyfile(src, dst)
 
 
 if __name__ == '__main__':
@@ -56,7 +59,7 @@ if __name__ == '__main__':
         long_description_content_type='text/markdown',
         packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
         include_package_data=True,
-        package_data={'mmadn': ['.mim/configs/**/*', '.mim/tools/**/*']},
+        package_data={'mmadn': ['.mim/configs/**/*', '.mim/tools/**/*', '.mim/*.yml']},
         python_requires='>=3.8',
         # torch/torchvision/mmcv are left to tools/bootstrap.sh (or the user's own CUDA build)
         install_requires=read_requirements('runtime.txt'),

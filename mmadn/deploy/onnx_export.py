@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.torch_compat import onnx_export_has_dynamo
 from .static_export import flat_outputs, tensor_forward
 
 
@@ -42,9 +43,12 @@ def export_onnx(model: nn.Module, out_file: str, shape: Sequence[int] = (224, 22
     model = model.eval()
     inputs = torch.randn(batch_size, 3, *shape)
     names = output_names(model, inputs)
-    torch.onnx.export(TensorForward(model).eval(), (inputs, ), out_file, dynamo=True,
-                      external_data=False, opset_version=opset, input_names=['input'],
-                      output_names=names, verbose=False)
+    kwargs = dict(opset_version=opset, input_names=['input'], output_names=names,
+                  verbose=False)
+    if onnx_export_has_dynamo():
+        kwargs.update(dynamo=True, external_data=False)
+    # else (torch < 2.5): the TorchScript exporter, which writes one file as well
+    torch.onnx.export(TensorForward(model).eval(), (inputs, ), out_file, **kwargs)
     return names
 
 

@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.checkpoint_io import CheckpointMismatchError
+from ...utils.torch_compat import register_load_state_dict_pre_hook
 from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
 from ..layers.skip_aware import AdaptiveDepthMixin, SkipAwareNormMixin
 
@@ -160,7 +161,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         self.num_shared_blocks = self.__dict__.pop('_pending_num_shared')
         self.num_skippable_stages = len(self.res_layers)
         self.set_skip(skip)
-        self.register_load_state_dict_pre_hook(self._load_pre_hook)
+        register_load_state_dict_pre_hook(self, self._load_pre_hook)
 
     @staticmethod
     def _resolve_num_shared(num_shared, stage_blocks, depth) -> Tuple[int, ...]:

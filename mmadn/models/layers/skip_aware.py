@@ -13,6 +13,7 @@ import torch
 from mmengine.logging import print_log
 
 from ...utils.checkpoint_io import CheckpointMismatchError
+from ...utils.torch_compat import register_load_state_dict_pre_hook
 from .skip import SkipLike, SkipTuple, enumerate_skips, format_skip, parse_skip
 
 SKIP_SUFFIX = '_skip'
@@ -140,7 +141,7 @@ class AdaptiveDepthMixin:
     def _fill_skip_norms_on_load(self) -> None:
         """Call at the end of ``__init__``: then checkpoints without ``*_skip`` keys load,
         each skip norm a copy of its partner (see :meth:`_fill_missing_skip_norms`)."""
-        self.register_load_state_dict_pre_hook(self._skip_norm_load_pre_hook)
+        register_load_state_dict_pre_hook(self, self._skip_norm_load_pre_hook)
 
     def _skip_norm_load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor],
                                  prefix: str, *args, **kwargs) -> None:
