@@ -17,7 +17,10 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop, ValLoop
-from mmengine.runner.loops import _parse_losses
+try:  # mmengine >= 0.10.5 also reports the validation / test losses of a loop
+    from mmengine.runner.loops import _parse_losses
+except ImportError:  # older mmengine: its loops collect no losses, nothing to report
+    _parse_losses = None
 
 from ...analysis.profile import profile_subnets
 from ...models.layers.skip import format_skip, resolve_skips  # noqa: F401 (re-exported)
@@ -129,7 +132,7 @@ class _SubnetLoopMixin:
                     self.run_iter(idx, data_batch)
                 metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
             losses = getattr(self, f'{stage}_loss')
-            if losses:
+            if losses and _parse_losses is not None:
                 metrics.update(_parse_losses(losses, stage))
             self.results[name] = metrics
             all_metrics.update({f'{name}/{k}': v for k, v in metrics.items()})
