@@ -6,6 +6,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+# torch < 2.4 has no weights_only allow-list, and its torch.load defaults to
+# weights_only=False: mmengine checkpoints load without one, and nothing is refused.
+requires_allow_list = pytest.mark.skipif(
+    not hasattr(torch.serialization, 'add_safe_globals'),
+    reason='torch < 2.4: no weights_only allow-list (torch.serialization.add_safe_globals); '
+    'torch.load defaults to weights_only=False there')
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')

@@ -14,7 +14,7 @@ from mmadn.utils.checkpoint_io import (CheckpointMismatchError, adn_backbone_met
                                        load_checkpoint_file, load_strictly, temporary_path)
 from mmadn.utils.checkpoint_safety import CorruptCheckpointError
 
-from ..conftest import load_tool
+from ..conftest import load_tool, requires_allow_list
 
 
 def _classifier(depth=18, num_classes=4, backbone_type='ResNetADN'):
@@ -133,13 +133,18 @@ def test_checkpoints_of_another_kind_name_what_would_fit(tmp_path):
     load_strictly(clf, adn)
 
 
-def test_converter_refuses_an_mmadn_checkpoint_and_loads_safely(tmp_path):
+def test_converter_refuses_an_mmadn_checkpoint(tmp_path):
     converter = load_tool('tools/model_converters/adn_official_to_mmadn.py')
     ckpt = _train_ckpt(tmp_path / 'iter_2.pth', _classifier(), mmengine_version='0.10.7')
     with pytest.raises(CheckpointMismatchError) as info:
         converter.convert(ckpt, str(tmp_path / 'out'))
     assert 'is already an mmadn (mmengine) checkpoint' in str(info.value)
     assert 'needs no conversion' in str(info.value) and not (tmp_path / 'out').exists()
+
+
+@requires_allow_list
+def test_converter_loads_safely(tmp_path):
+    converter = load_tool('tools/model_converters/adn_official_to_mmadn.py')
 
     class Payload:
         def __reduce__(self):

@@ -26,6 +26,8 @@ from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                         load_checkpoint)
 from torch.utils.data import Dataset
 
+from ..conftest import requires_allow_list
+
 MODULE = 'mmadn.utils.checkpoint_safety'
 
 
@@ -197,6 +199,7 @@ def runs(tmp_path_factory):
 # --------------------------------------------------------------------------
 # Real mmengine checkpoints load and resume with weights_only=True.
 # --------------------------------------------------------------------------
+@requires_allow_list
 def test_resume_continues_like_an_uninterrupted_run(runs):
     recorder = runs['recorder']
     # It resumed from iter_6.pth, not from scratch, ...
@@ -215,6 +218,7 @@ def test_resume_continues_like_an_uninterrupted_run(runs):
                               runs['first_weights']['linear.weight'])
 
 
+@requires_allow_list
 def test_runner_checkpoint_needs_exactly_the_allow_list(runs):
     ckpt = str(runs['checkpoint'])
     assert torch.serialization.get_unsafe_globals_in_checkpoint(ckpt) == []
@@ -242,6 +246,7 @@ def test_runner_checkpoint_needs_exactly_the_allow_list(runs):
     } <= set(unsafe)
 
 
+@requires_allow_list
 def test_allow_list_is_minimal_and_has_no_generic_callables():
     entries = checkpoint_safety._safe_globals()
     registered = set(torch.serialization.get_safe_globals())
@@ -273,6 +278,7 @@ def test_allow_list_is_minimal_and_has_no_generic_callables():
     }
 
 
+@requires_allow_list
 def test_getattr_is_only_allowed_for_history_buffer_statistics():
     from mmengine.logging import HistoryBuffer
     shim = dict(
@@ -288,6 +294,7 @@ def test_getattr_is_only_allowed_for_history_buffer_statistics():
             shim(obj, name)
 
 
+@requires_allow_list
 def test_allow_mmengine_checkpoints_is_idempotent():
     safe_before = set(torch.serialization.get_safe_globals())
     loaders_before = dict(CheckpointLoader._schemes)
@@ -301,6 +308,7 @@ def test_allow_mmengine_checkpoints_is_idempotent():
     assert not hasattr(local.__wrapped__, '__wrapped__')
 
 
+@requires_allow_list
 def test_numpy1_checkpoints_load(tmp_path):
     """numpy < 2 pickles name ``numpy.core.multiarray``, numpy 2
     ``numpy._core.multiarray``: both load."""
@@ -379,6 +387,7 @@ def _save_malicious(path, payload):
     }, path)
 
 
+@requires_allow_list
 @pytest.mark.parametrize('payload_cls, refused', [
     (_OsSystemPayload, f'{os.system.__module__}.system'),
     (_OpenPayload, f'{open.__module__}.open'),
@@ -439,6 +448,7 @@ def test_malicious_checkpoint_is_refused_on_resume(tmp_path):
     assert recorder.start_iter is None  # training never started
 
 
+@requires_allow_list
 def test_generic_getattr_is_refused(tmp_path):
     path = str(tmp_path / 'getattr.pth')
     _save_malicious(path, _GetattrPayload())
@@ -467,6 +477,7 @@ class UserConfig:
         self.lr = 0.1
 
 
+@requires_allow_list
 def test_refusal_never_suggests_allow_listing_code_runners(tmp_path):
     path = str(tmp_path / 'eval.pth')
     _save_malicious(path, _EvalPayload())
