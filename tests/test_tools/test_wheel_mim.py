@@ -52,17 +52,19 @@ def wheel_venv(wheel, tmp_path_factory):
     site-packages appended to its path (what --system-site-packages does for a system
     Python) so that torch, mmcv, mmdet, mmpretrain and openmim are reused. Returns the
     venv's python and an environment without this checkout on PYTHONPATH."""
-    venv = tmp_path_factory.mktemp('venv') / 'env'
-    _run([sys.executable, '-m', 'venv', str(venv)], cwd=str(venv.parent))
-    py = str(venv / 'bin' / 'python')
-    _run([py, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', wheel],
-         cwd=str(venv.parent))
-    site = _run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                cwd=str(venv.parent)).stdout.strip()
-    with open(osp.join(site, 'reuse_test_environment.pth'), 'w') as f:
-        f.write(sysconfig.get_paths()['purelib'] + '\n')
+    # without this checkout on PYTHONPATH (its mmadn.egg-info would tell pip that mmadn is
+    # installed already)
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env.update(OMP_NUM_THREADS='1', PYTHONNOUSERSITE='1')
+    venv = tmp_path_factory.mktemp('venv') / 'env'
+    _run([sys.executable, '-m', 'venv', str(venv)], cwd=str(venv.parent), env=env)
+    py = str(venv / 'bin' / 'python')
+    _run([py, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', wheel],
+         cwd=str(venv.parent), env=env)
+    site = _run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                cwd=str(venv.parent), env=env).stdout.strip()
+    with open(osp.join(site, 'reuse_test_environment.pth'), 'w') as f:
+        f.write(sysconfig.get_paths()['purelib'] + '\n')
     return py, site, env
 
 
