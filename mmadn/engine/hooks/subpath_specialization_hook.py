@@ -82,6 +82,29 @@ def _leaves_reached(loss: torch.Tensor) -> Set[int]:
     return found
 
 
+def _reach_every_parameter(losses: Dict[str, torch.Tensor], module: torch.nn.Module) -> None:
+    """Add ``0 * p.sum()`` to the first loss in ``losses`` for every trainable parameter of
+    ``module`` that the losses do not reach.
+
+    Added inside DDP's forward, the term makes DDP see those parameters as used: with
+    ``find_unused_parameters=False`` it would otherwise wait for their gradients forever,
+    and torch 2.1's DDP with ``find_unused_parameters=True`` would leave their gradients
+    (from the ``no_sync`` backward) rank-local.
+    """
+    keys = [k for k in losses if 'loss' in k]
+    tensors = [t for k in keys for t in _as_list(losses[k])]
+    if not tensors:
+        return
+    reached = _leaves_reached(sum(tensors))
+    unreached = [p for p in module.parameters() if p.requires_grad and id(p) not in reached]
+    if not unreached:
+        return
+    zero = sum((p.sum() * 0.0 for p in unreached), tensors[0].new_zeros(()))
+    first = losses[keys[0]]
+    losses[keys[0]] = [first[0] + zero, *first[1:]] if isinstance(first, (list, tuple)) \
+        else first + zero
+
+
 class _Recorder:
     """Forward hooks that store module outputs while a recording is open."""
 
@@ -289,7 +312,10 @@ class SubPathSpecializationHook(Hook):
             return losses
         if self._pass == 'base':
             teacher, self._teacher = self._teacher, None
-            return self._base_pass(model, orig_loss, inputs, data_samples, teacher)
+            losses = self._base_pass(model, orig_loss, inputs, data_samples, teacher)
+            if isinstance(self._wrapper, DistributedDataParallel):
+                _reach_every_parameter(losses, model)
+            return losses
         losses, teacher = self._super_pass(model, orig_loss, inputs, data_samples)
         losses.update(self._base_pass(model, orig_loss, inputs, data_samples, teacher))
         return losses
@@ -365,11 +391,10 @@ class SubPathSpecializationHook(Hook):
         backward, base-net forward + backward, one ``optim_wrapper`` update.
 
         The first backward runs under ``no_sync``: DDP all-reduces the summed gradients
-        once, at the second. Parameters that only the super-net pass reaches (skipped
-        blocks, and heads the base pass does not run) get a zero term in the second loss
-        when DDP does not look for unused parameters, so that DDP all-reduces their
-        gradients too (with ``find_unused_parameters=True`` DDP counts parameters used in
-        a ``no_sync`` backward as used).
+        once, at the second. Under DDP the base-net loss also holds a zero term of every
+        parameter it does not reach (skipped blocks, heads the base pass does not run; see
+        :func:`_reach_every_parameter`), so that DDP all-reduces their first-backward
+        gradients too.
         """
         if not isinstance(optim_wrapper, OptimWrapper) or \
                 isinstance(optim_wrapper, OptimWrapperDict):
@@ -392,9 +417,6 @@ class SubPathSpecializationHook(Hook):
                 losses = _forward(wrapper, data)
             logged.update(_detached(losses))
             loss, _ = model.parse_losses(losses)
-            if isinstance(wrapper, DistributedDataParallel) and \
-                    not wrapper.find_unused_parameters:
-                loss = loss + self._zero_for_unreached(wrapper, loss)
             optim_wrapper.update_params(loss)
         finally:
             self._pass, self._teacher = 'both', None
@@ -409,9 +431,3 @@ class SubPathSpecializationHook(Hook):
         count = optim_wrapper._inner_count
         optim_wrapper.backward(optim_wrapper.scale_loss(loss))
         optim_wrapper._inner_count = count
-
-    @staticmethod
-    def _zero_for_unreached(wrapper, loss: torch.Tensor) -> torch.Tensor:
-        reached = _leaves_reached(loss)
-        unreached = [p for p in wrapper.parameters() if p.requires_grad and id(p) not in reached]
-        return sum((p.sum() * 0.0 for p in unreached), loss.new_zeros(()))
