@@ -194,8 +194,7 @@ def det_variant_cfg(base_cfg, variant: str, init_ckpt: str, skips):
     if spec['hook'] is not None:
         others.append(hook)
     if spec['calib']:
-        others.append(dict(type='SkipNormCalibrationHook', num_batches=8, by_epoch=False,
-                           interval=-1))
+        others.append(dict(type='SkipNormCalibrationHook', num_batches=8))
     cfg.custom_hooks = others
     return cfg
 

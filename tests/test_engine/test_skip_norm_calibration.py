@@ -80,27 +80,25 @@ def test_calibration_errors_name_the_problem():
         calibrate_skip_norms(_backbone(), [], skips=['base'])
     with pytest.raises(ValueError, match='num_batches=0'):
         SkipNormCalibrationHook(num_batches=0)
-    with pytest.raises(ValueError, match='interval=0'):
-        SkipNormCalibrationHook(interval=0)
 
 
-def test_hook_calibrates_before_training_and_before_the_last_checkpoint(det_data_root, tmp_path):
+def test_hook_calibrates_once_before_training_and_not_on_resume(det_data_root, tmp_path):
     cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=3), tmp_path)
     # the shipped demo recipe: frozen norm statistics (the partners never move)
     assert cfg.model.backbone.norm_eval
     cfg.custom_hooks = cfg.custom_hooks + [
-        dict(type='SkipNormCalibrationHook', num_batches=2, by_epoch=False, interval=-1)]
+        dict(type='SkipNormCalibrationHook', num_batches=2)]
     cfg.default_hooks.checkpoint.interval = 3
     runner = Runner.from_cfg(cfg)
     runner.train()
     DefaultScope._instance_dict.clear()
     hook, = [h for h in runner.hooks if isinstance(h, SkipNormCalibrationHook)]
-    assert hook.num_calibrations == 2  # before the first and after the last iteration
+    assert hook.num_calibrations == 1
     state = torch.load(osp.join(str(tmp_path), 'iter_3.pth'))['state_dict']
     model = runner.model
     for skip_name, partner in model.backbone.skip_norm_pairs():
         key = f'backbone.{skip_name}'
-        # saved after the last calibration, two batches per calibration
+        # calibrated on two batches before training, then frozen through the 3 iterations
         assert state[key + '.num_batches_tracked'].item() == 2
         assert torch.equal(state[key + '.running_mean'],
                            model.backbone.get_submodule(skip_name).running_mean)
@@ -108,3 +106,20 @@ def test_hook_calibrates_before_training_and_before_the_last_checkpoint(det_data
         assert state[f'backbone.{partner}.running_mean'].abs().sum() == 0
         assert not torch.equal(state[key + '.running_mean'],
                                state[f'backbone.{partner}.running_mean'])
+
+    # resumed for one more iteration: the checkpoint's statistics are kept
+    cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=4), tmp_path)
+    cfg.custom_hooks = cfg.custom_hooks + [
+        dict(type='SkipNormCalibrationHook', num_batches=2)]
+    cfg.default_hooks.checkpoint.interval = 4
+    cfg.resume = True
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    DefaultScope._instance_dict.clear()
+    hook, = [h for h in runner.hooks if isinstance(h, SkipNormCalibrationHook)]
+    assert hook.num_calibrations == 0
+    resumed = torch.load(osp.join(str(tmp_path), 'iter_4.pth'))['state_dict']
+    for skip_name, _ in model.backbone.skip_norm_pairs():
+        for field in STATS:
+            key = f'backbone.{skip_name}.{field}'
+            assert torch.equal(resumed[key], state[key]), key

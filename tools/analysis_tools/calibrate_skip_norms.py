@@ -1,4 +1,4 @@
-"""Calibrate the skip-aware norms of a trained ADN checkpoint and save the result.
+"""Calibrate the skip-aware norms of an ADN checkpoint and save the result.
 
     python tools/analysis_tools/calibrate_skip_norms.py CONFIG CHECKPOINT --out OUT.pth \
         [--num-batches 32] [--skips base] [--cfg-options ...]
@@ -6,9 +6,11 @@
 Runs ``--num-batches`` batches of the config's training data through the listed
 sub-networks and re-estimates the running statistics of the skip norms they use (see
 :func:`mmadn.models.layers.calibrate_skip_norms`); every other weight and buffer is copied
-unchanged. For a model trained with frozen norm statistics from a plain checkpoint, whose
-skip norms are still copies of their partners. The output is a plain checkpoint of the same
-config (its ``meta`` records the calibration).
+unchanged. The output is a plain checkpoint of the same config (its ``meta`` records the
+calibration). Meant for a checkpoint that training has not yet adapted to its skip norms
+(e.g. a plain one before training, whose skip norms are copies of their partners): on a
+detector trained under frozen norms, new statistics change the function it learned (README,
+"Skip-norm calibration", has the measurement).
 """
 import argparse
 import os.path as osp
