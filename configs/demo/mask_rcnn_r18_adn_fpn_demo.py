@@ -108,7 +108,7 @@ val_evaluator = dict(
     backend_args=backend_args)
 test_evaluator = val_evaluator
 
-max_iters = 500
+max_iters = 700
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
@@ -125,7 +125,7 @@ param_scheduler = [
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=3,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=350, max_keep_ckpts=3,
                     save_best='TTTT/coco/bbox_mAP', rule='greater'),
     visualization=dict(type='DetVisualizationHook'))
 log_processor = dict(by_epoch=False)
