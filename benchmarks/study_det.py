@@ -68,7 +68,8 @@ DET_VARIANTS = {
                                 'norms stay copies of their partners'),
     'adn_plain_init_calib': dict(init='plain', hook='recipe', skip_aware=True, calib=True,
                                  what='`adn_plain_init` + `SkipNormCalibrationHook` (skip '
-                                      'norms calibrated on base-net passes)'),
+                                      'norms calibrated on 8 base-net batches before '
+                                      'training, then frozen)'),
 }
 # run order: the precondition and the main comparison first; every seed of a variant before
 # the next variant (an interrupted study keeps complete comparisons)
@@ -105,6 +106,12 @@ def parse_args(argv=None):
         args.iters, args.cls_iters = min(args.iters or 4, 4), min(args.cls_iters or 4, 4)
         args.num_train, args.num_val = min(args.num_train, 16), min(args.num_val, 8)
         args.cls_per_class = min(args.cls_per_class, 8)
+    # the schedules in the study's JSON are the ones run, not "the config's", which can change
+    from mmengine.config import Config
+    if args.iters is None:
+        args.iters = Config.fromfile(DET_DEMO).train_cfg.max_iters
+    if args.cls_iters is None:
+        args.cls_iters = Config.fromfile(CLS_DEMO).train_cfg.max_iters
     if args.data_root is None:
         args.data_root = osp.join(sc.ROOT, 'data',
                                   f'demo_shapes_study_{args.num_train}_{args.num_val}')
@@ -365,8 +372,10 @@ def write_report(data: dict, out: str) -> str:
         '',
         f'- Data: generated demo_shapes (COCO format, 128 px, 4 classes, boxes and exact '
         f'polygons), {setup["num_train"]} training and {setup["num_val"]} test images; the '
-        f'classifiers on demo_shapes_cls (64 px, one shape per image, '
+        f'classifiers on demo_shapes_cls (32 px, one shape per image, '
         f'{setup["cls_per_class"]} training images per class).',
+        f'- Schedules: classifiers {setup["cls_iters"]} iterations, detectors '
+        f'{setup["iters"]} iterations.',
         '- Pipeline: per seed, ResNet-18 classifiers (`configs/demo/resnet18_adn_demo.py`: '
         'ADN, plain, base depth) are trained first; each detector\'s backbone starts from '
         'one of them (`init_cfg` Pretrained, `prefix=\'backbone.\'`), its norms frozen.',
