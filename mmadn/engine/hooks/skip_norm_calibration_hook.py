@@ -70,8 +70,8 @@ class SkipNormCalibrationHook(Hook):
         self.calibrate(runner)
 
     def _next_batch(self):
-        """The next batch of the hook's own loader, one stream across calibrations (an
-        epoch-based loader starts over when it runs out)."""
+        """The next batch of the hook's own loader (an epoch-based loader starts over when
+        ``num_batches`` exceeds its length)."""
         try:
             return next(self._stream)
         except StopIteration:
