@@ -82,17 +82,25 @@ def test_calibration_errors_name_the_problem():
         SkipNormCalibrationHook(num_batches=0)
 
 
-def test_hook_calibrates_once_before_training_and_not_on_resume(det_data_root, tmp_path):
-    cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=3), tmp_path)
+def _train_with_calibration(det_data_root, tmp_path, iters, resume=False):
+    """Train the demo detector with a 2-batch SkipNormCalibrationHook, a checkpoint at the
+    last iteration; returns the runner and the hook."""
+    cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=iters), tmp_path)
     # the shipped demo recipe: frozen norm statistics (the partners never move)
     assert cfg.model.backbone.norm_eval
     cfg.custom_hooks = cfg.custom_hooks + [
         dict(type='SkipNormCalibrationHook', num_batches=2)]
-    cfg.default_hooks.checkpoint.interval = 3
+    cfg.default_hooks.checkpoint.interval = iters
+    cfg.resume = resume
     runner = Runner.from_cfg(cfg)
     runner.train()
     DefaultScope._instance_dict.clear()
     hook, = [h for h in runner.hooks if isinstance(h, SkipNormCalibrationHook)]
+    return runner, hook
+
+
+def test_hook_calibrates_once_before_training_and_not_on_resume(det_data_root, tmp_path):
+    runner, hook = _train_with_calibration(det_data_root, tmp_path, iters=3)
     assert hook.num_calibrations == 1
     state = torch.load(osp.join(str(tmp_path), 'iter_3.pth'))['state_dict']
     model = runner.model
@@ -108,15 +116,7 @@ def test_hook_calibrates_once_before_training_and_not_on_resume(det_data_root, t
                                state[f'backbone.{partner}.running_mean'])
 
     # resumed for one more iteration: the checkpoint's statistics are kept
-    cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=4), tmp_path)
-    cfg.custom_hooks = cfg.custom_hooks + [
-        dict(type='SkipNormCalibrationHook', num_batches=2)]
-    cfg.default_hooks.checkpoint.interval = 4
-    cfg.resume = True
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    DefaultScope._instance_dict.clear()
-    hook, = [h for h in runner.hooks if isinstance(h, SkipNormCalibrationHook)]
+    _, hook = _train_with_calibration(det_data_root, tmp_path, iters=4, resume=True)
     assert hook.num_calibrations == 0
     resumed = torch.load(osp.join(str(tmp_path), 'iter_4.pth'))['state_dict']
     for skip_name, _ in model.backbone.skip_norm_pairs():
