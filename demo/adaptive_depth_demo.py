@@ -20,11 +20,11 @@ import numpy as np
 from mmdet.apis import DetInferencer
 
 import mmadn  # noqa: F401
-from mmadn.analysis import find_adn_backbone, measure_latency
+from mmadn.analysis import measure_latency
+from mmadn.engine.launch import positive_int, skips_argument
+from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, find_adn_backbone,
+                          load_checkpoint_dict_strictly)
 from mmadn.models.layers.skip import format_skip, resolve_skips
-from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
-                                       load_checkpoint_dict_strictly)
-from mmadn.utils.launch import positive_int, skips_argument
 
 
 class StrictDetInferencer(DetInferencer):

@@ -24,8 +24,9 @@ import mmcv
 from mmdet.apis import DetInferencer
 
 import mmadn  # noqa: F401
-from mmadn.analysis import find_adn_backbone, profile_subnets
-from mmadn.engine.runner.subnet_loops import resolve_skips
+from mmadn.analysis import profile_subnets
+from mmadn.models import find_adn_backbone
+from mmadn.models.layers.skip import resolve_skips
 from mmadn.runtime import DepthController, plot_controller_log
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')

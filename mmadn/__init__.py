@@ -1,9 +1,10 @@
 """mmadn: Adaptive Depth Networks for MMDetection and MMPretrain.
 
-Importing the package registers its modules (backbones, losses, hooks, datasets) in
-mmengine's, mmdet's and mmpretrain's registries and makes trained checkpoints loadable
-under torch >= 2.6 (see :mod:`mmadn.utils.checkpoint_safety`); from then on config files can
-inherit mmadn's configs as ``_base_ = 'mmadn::mask_rcnn_r50_adn_fpn_1x_coco.py'`` (see
+Importing the package registers its modules (backbones, losses, hooks, loops, datasets) in
+mmengine's, mmdet's and mmpretrain's registries, and changes two things of mmengine's:
+its checkpoint loaders are re-registered wrapped, so that trained checkpoints load under
+``torch.load(weights_only=True)`` (see :mod:`mmadn.utils.checkpoint_safety`), and
+``Config._get_cfg_path`` also resolves ``mmadn::`` config paths (see
 :mod:`mmadn.utils.config_prefix`).
 """
 from .version import __version__  # noqa: F401

@@ -14,9 +14,8 @@ from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
 import mmadn  # noqa: F401
-from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
-                                       load_strictly)
-from mmadn.utils.launch import build_runner, load_config, positive_int, skips_argument
+from mmadn.engine.launch import build_runner, load_config, positive_int, skips_argument
+from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, load_strictly
 
 
 def parse_args():

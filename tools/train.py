@@ -18,10 +18,10 @@ import torch
 from mmengine.config import DictAction
 
 import mmadn  # noqa: F401  (registers the modules, makes checkpoints loadable)
-from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
-                                       find_resume_checkpoint, list_checkpoints,
-                                       load_checkpoint_file)
-from mmadn.utils.launch import build_runner, load_config
+from mmadn.engine.launch import build_runner, load_config
+from mmadn.engine.runner.resume import find_resume_checkpoint, list_checkpoints
+from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError,
+                          load_checkpoint_file)
 
 
 def parse_args():

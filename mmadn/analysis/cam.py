@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
-from .profile import find_adn_backbone
 
 METHODS = ('gradcam', 'actnorm')
 METHOD_TITLES = {'gradcam': 'Grad-CAM', 'actnorm': 'activation norm (L2 over channels)'}

@@ -17,25 +17,11 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from mmengine.utils import ProgressBar
 
+from ..models.layers import AdaptiveDepthMixin, find_adn_backbone
 from ..models.layers.skip import SkipLike, resolve_skips
-from ..models.layers.skip_aware import AdaptiveDepthMixin
 from .complexity import count_active_params, count_flops
 
 ProfileRows = List[Dict[str, Union[str, float]]]
-
-
-def find_adn_backbone(model: nn.Module) -> AdaptiveDepthMixin:
-    """The ADN backbone of a detector / classifier (or the model itself if it is one)."""
-    model = model.module if is_model_wrapper(model) else model
-    if isinstance(model, AdaptiveDepthMixin):
-        return model
-    backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, AdaptiveDepthMixin):
-        raise TypeError(
-            f'{type(model).__name__} has no ADN backbone (its backbone is '
-            f'{type(backbone).__name__}); sub-networks exist only for ADN backbones such as '
-            "dict(type='ResNetADN', ...)")
-    return backbone
 
 
 def profile_forward(model: nn.Module) -> Tuple[Callable, str]:

@@ -14,14 +14,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.registry import HOOKS
 from mmengine.runner import save_checkpoint
 
-from ..analysis import find_adn_backbone, profile_forward
+from ..analysis import profile_forward
+from ..models import build_model, find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
-from ..utils.launch import build_model
 
-#: hooks that need an ADN backbone; a static model trains without them
-ADN_ONLY_HOOKS = ('SubPathSpecializationHook', )
 #: loops that switch sub-networks -> the plain loop of a static model
 SUBNET_LOOPS = {'SubnetValLoop': 'ValLoop', 'SubnetTestLoop': 'TestLoop'}
 EXPORT_API = ('static_cfg', 'static_state_dict')
@@ -48,12 +47,20 @@ def _strip_skip_prefix(name):
     return name
 
 
+def _needs_adn_backbone(hook_cfg: dict) -> bool:
+    """Whether the hook of ``hook_cfg`` works only on an ADN backbone (its class says so
+    with ``needs_adn_backbone = True``); a static model trains without such hooks."""
+    hook_type = hook_cfg.get('type')
+    cls = HOOKS.get(hook_type) if isinstance(hook_type, str) else hook_type
+    return bool(getattr(cls, 'needs_adn_backbone', False))
+
+
 def static_config(cfg: Config, backbone: nn.Module, skip: SkipLike) -> Config:
     """``cfg`` with the static backbone; ADN-only hooks and loops replaced by plain ones."""
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone = backbone.static_cfg(cfg.model.backbone, skip)
     if cfg.get('custom_hooks'):
-        cfg.custom_hooks = [h for h in cfg.custom_hooks if h.get('type') not in ADN_ONLY_HOOKS]
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if not _needs_adn_backbone(h)]
     for key in ('val_cfg', 'test_cfg'):
         loop = cfg.get(key)
         if loop and loop.get('type') in SUBNET_LOOPS:

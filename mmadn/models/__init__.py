@@ -1,1 +1,11 @@
 from . import backbones, layers, losses  # noqa: F401
+from .builder import build_model
+from .checkpoint import (CHECKPOINT_ERRORS, adn_backbone_meta, check_checkpoint_fits,
+                         load_checkpoint_dict_strictly, load_checkpoint_file, load_strictly)
+from .layers import CheckpointMismatchError, find_adn_backbone
+
+__all__ = [
+    'build_model', 'find_adn_backbone', 'CheckpointMismatchError', 'CHECKPOINT_ERRORS',
+    'adn_backbone_meta', 'check_checkpoint_fits', 'load_checkpoint_file', 'load_strictly',
+    'load_checkpoint_dict_strictly'
+]

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from ..analysis import find_adn_backbone, load_accuracy, measure_latency, pareto_front
+from ..analysis import load_accuracy, measure_latency, pareto_front
+from ..models.layers import find_adn_backbone
 from ..analysis.profile import profile_forward
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
 

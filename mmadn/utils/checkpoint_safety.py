@@ -1,80 +1,9 @@
-"""Load mmengine checkpoints under ``torch.load(weights_only=True)``.
-
-Why this module exists
-----------------------
-Since PyTorch 2.6, :func:`torch.load` defaults to ``weights_only=True``: it
-unpickles with a restricted unpickler that only rebuilds tensors, plain
-containers and globals on an allow-list, so that a checkpoint cannot run code
-while it is loaded. mmengine 0.10.7 calls ``torch.load`` without
-``weights_only``, and the checkpoints its :class:`~mmengine.runner.Runner`
-writes hold a few objects outside torch's default allow-list, so ``--resume``
-and loading a trained checkpoint fail with ``UnpicklingError``.
-
-The usual workaround, ``weights_only=False``, lets any checkpoint execute
-arbitrary code. Instead, :func:`allow_mmengine_checkpoints`:
-
-1. Allow-lists (:func:`torch.serialization.add_safe_globals`) exactly what
-   real mmengine checkpoints hold beyond tensors and plain containers. These
-   were found by training a small model with a real ``Runner`` (default hooks,
-   ``LoggerHook``, ``CheckpointHook``, SGD, ``LinearLR`` + ``MultiStepLR``) and
-   listing what :func:`torch.serialization.get_unsafe_globals_in_checkpoint`
-   and ``torch.load(weights_only=True)`` refuse. They all come from
-   ``checkpoint['message_hub']``:
-
-   * :class:`mmengine.logging.HistoryBuffer`: the logged scalars
-     (``train/loss``, ``train/lr``, ...) kept for resuming.
-   * ``getattr(HistoryBuffer, 'min' | 'max' | 'current' | 'mean')``: a pickled
-     ``HistoryBuffer`` stores its statistics methods, which pickle writes as
-     calls to ``builtins.getattr``. Generic ``getattr`` is *not* allowed; the
-     name ``builtins.getattr`` is bound to :func:`_history_buffer_getattr`,
-     which only looks up the statistics methods of ``HistoryBuffer`` and
-     refuses everything else. The looked-up function is only stored, never
-     called, during unpickling (the unpickler only calls allow-listed
-     callables).
-   * ``numpy.ndarray`` with ``numpy._core.multiarray._reconstruct`` (the
-     buffers' ``_log_history``/``_count_history``) and
-     ``numpy._core.multiarray.scalar`` (numpy scalars in ``runtime_info``,
-     e.g. ``eta``; also ``best_score`` of ``CheckpointHook(save_best=...)``),
-     registered under both the numpy >= 2 (``numpy._core``) and numpy < 2
-     (``numpy.core``) names so that checkpoints written with either load.
-   * ``numpy.dtype`` and the dtype classes ``bool``, ``int32``, ``int64``,
-     ``float32`` and ``float64`` (float64/int64 for the buffers; float32,
-     int32 and bool for numpy metric values, and int32 as numpy < 2's default
-     integer on Windows). Dtype classes never appear in a pickle as globals,
-     but the restricted unpickler only restores state into instances of
-     allow-listed types. Object dtypes are not allowed.
-
-   Everything else a Runner checkpoint holds needs nothing: ``meta``
-   (``cfg`` is a string; ``dataset_meta`` of mmdet/mmpretrain holds tuples and
-   lists of strings, ints and tuples), ``state_dict`` (an ``OrderedDict`` of
-   tensors), ``optimizer`` (ints, floats, bools, ``None``, tuples, tensors)
-   and ``param_schedulers`` (``MultiStepLR`` milestones are a
-   ``collections.Counter``, which torch allows by default). No generic
-   callable (``eval``, ``getattr``, ``os.*``, ``functools.partial``, ...) is
-   allowed.
-
-2. Wraps the loaders that mmengine registers in
-   :class:`mmengine.runner.CheckpointLoader` (``load_from_local``,
-   ``load_from_http``, ...), through which ``load_checkpoint``,
-   ``_load_checkpoint``, ``Runner.load_checkpoint`` and ``Runner.resume`` go,
-   so that a checkpoint refused by ``weights_only`` raises
-   :class:`UnsafeCheckpointError` naming the file and the refused global(s),
-   explaining that they were refused because loading them could run code, and
-   how to allow-list them for a trusted file. A global that can run code by
-   itself (``builtins.eval``, ``exec``, ``getattr``, ``os.system``,
-   ``subprocess.*`` ...) is never suggested for the allow-list: no checkpoint
-   of weights needs one. ``torch.load`` itself is not patched, and nothing in a
-   refused pickle is executed: the restricted unpickler stops at the first
-   global it does not know.
-
-3. In the same wrappers, a file that is no ``torch.save`` file at all (empty,
-   text, truncated while it was written, another format) raises
-   :class:`CorruptCheckpointError` (``corrupt or not a checkpoint: <file>``,
-   with what the file looks like) instead of the zip or pickle library's
-   error.
-
-Plain ``state_dict`` files (bare dicts of tensors) need none of this and keep
-loading as before.
+"""Load mmengine checkpoints under ``torch.load(weights_only=True)`` (the default since
+torch 2.6) without turning that safety off: the few types Runner checkpoints hold are
+allow-listed, and mmengine's checkpoint loaders are re-registered (through the public
+``CheckpointLoader.register_scheme``) so that a refused or corrupt file raises
+:class:`UnsafeCheckpointError` / :class:`CorruptCheckpointError` naming the file and what
+to do. ``docs/checkpoint_safety.md`` explains every allow-listed type and each decision.
 """
 import functools
 import inspect
@@ -89,8 +18,6 @@ import torch
 __all__ = ['UnsafeCheckpointError', 'CorruptCheckpointError', 'allow_mmengine_checkpoints',
            'describe_file']
 
-# Attribute set on the loaders we wrap, to keep the wrapping idempotent.
-_WRAPPED_FLAG = '__mmadn_weights_only_checked__'
 # Prefix of every error torch.load raises for a weights_only refusal.
 _WEIGHTS_ONLY_PREFIX = 'Weights only load failed'
 # Patterns of the reasons torch's weights_only unpickler gives.
@@ -444,15 +371,25 @@ def _check_weights_only(loader: Callable) -> Callable:
                 raise _corrupt_error(filename, err) from err
             raise
 
-    setattr(wrapper, _WRAPPED_FLAG, True)
     return wrapper
+
+
+def _mmengine_loaders() -> list:
+    """``(prefixes, loader)`` of the schemes mmengine registers in CheckpointLoader."""
+    from mmengine.runner import checkpoint as ckpt
+    return [('', ckpt.load_from_local),
+            (('http://', 'https://'), ckpt.load_from_http),
+            ('pavi://', ckpt.load_from_pavi),
+            ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), ckpt.load_from_ceph),
+            (('modelzoo://', 'torchvision://'), ckpt.load_from_torchvision),
+            (('open-mmlab://', 'openmmlab://'), ckpt.load_from_openmmlab),
+            ('mmcls://', ckpt.load_from_mmcls)]
 
 
 def _wrap_checkpoint_loaders() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
-    for prefix, loader in list(CheckpointLoader._schemes.items()):
-        if not getattr(loader, _WRAPPED_FLAG, False):
-            CheckpointLoader._schemes[prefix] = _check_weights_only(loader)
+    for prefixes, loader in _mmengine_loaders():
+        CheckpointLoader.register_scheme(prefixes, _check_weights_only(loader), force=True)
 
 
 def allow_mmengine_checkpoints() -> None:

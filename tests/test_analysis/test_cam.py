@@ -13,7 +13,8 @@ import torch
 
 import mmadn  # noqa: F401
 from mmadn.analysis.cam import _finish, load_image, plot_subnet_maps, subnet_maps
-from mmadn.utils.launch import build_model, load_config
+from mmadn.engine.launch import load_config
+from mmadn.models import build_model
 
 from ..conftest import CLS_DEMO, DET_DEMO, ROOT
 

@@ -7,7 +7,7 @@ import mmadn  # noqa: F401
 from mmadn.analysis import count_active_params
 from mmadn.deploy import (build_model, export_static, export_subnet, exportable_backbone,
                           max_abs_diff, num_params, tensor_forward)
-from mmadn.models.layers.skip_aware import AdaptiveDepthMixin
+from mmadn.models.layers import AdaptiveDepthMixin
 
 from .conftest import load_tool, randomize_norms
 

@@ -11,7 +11,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import mmadn  # noqa: F401
-from mmadn.utils.checkpoint_io import load_checkpoint_file
+from mmadn.models import load_checkpoint_file
 
 
 class _Toy(BaseModel):

@@ -15,8 +15,8 @@ import torch
 from mmengine.config import Config
 
 import mmadn  # noqa: F401
-from mmadn.utils.checkpoint_io import load_checkpoint_file
-from mmadn.utils.launch import check_config, load_config
+from mmadn.engine.launch import check_config, load_config
+from mmadn.models import load_checkpoint_file
 
 from ..conftest import CLS_DEMO, DET_DEMO, ROOT, cls_overrides, load_tool
 
@@ -271,8 +271,8 @@ def test_resuming_an_adn_checkpoint_with_a_plain_config_names_the_config(
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    from mmadn.utils.checkpoint_io import CheckpointMismatchError, adn_backbone_meta
-    from mmadn.utils.launch import build_runner
+    from mmadn.engine.launch import build_runner
+    from mmadn.models import CheckpointMismatchError, adn_backbone_meta
     adn = MODELS.build(Config.fromfile(CLS_DEMO).model)
     ckpt = str(tmp_path / 'iter_2.pth')
     torch.save({'state_dict': adn.state_dict(), 'meta': dict(

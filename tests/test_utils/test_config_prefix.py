@@ -12,7 +12,7 @@ from mmengine.config import Config
 
 import mmadn  # noqa: F401  (enables the mmadn:: prefix)
 from mmadn.utils.config_prefix import config_root, resolve_config, shipped_configs
-from mmadn.utils.launch import build_model
+from mmadn.models import build_model
 
 from ..conftest import ROOT
 

@@ -23,9 +23,9 @@ from mmengine.runner import Runner, save_checkpoint
 from tqdm import tqdm
 
 import mmadn  # noqa: F401
-from mmadn.analysis import find_adn_backbone
+from mmadn.engine.launch import load_config
+from mmadn.models import build_model, find_adn_backbone
 from mmadn.models.layers import calibrate_skip_norms
-from mmadn.utils.launch import build_model, load_config
 
 
 def parse_args(argv=None):

@@ -21,10 +21,9 @@ from mmengine.config import DictAction
 import mmadn  # noqa: F401
 from mmadn.analysis import (load_accuracy, plot_profile, profile_forward,
                             profile_subnets, save_profile)
-from mmadn.engine.runner.subnet_loops import resolve_skips
-from mmadn.utils.checkpoint_io import CHECKPOINT_ERRORS, CheckpointMismatchError, load_strictly
-from mmadn.utils.launch import (build_model, load_config, non_negative_int, positive_int,
-                                skips_argument)
+from mmadn.models.layers.skip import resolve_skips
+from mmadn.engine.launch import load_config, non_negative_int, positive_int, skips_argument
+from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, build_model, load_strictly
 
 
 def parse_args(argv=None):

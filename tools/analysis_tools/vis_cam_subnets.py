@@ -26,9 +26,10 @@ from mmengine.runner import load_checkpoint
 import mmadn  # noqa: F401
 from mmadn.analysis.cam import (METHODS, class_names_of, load_image, model_task,
                                 plot_subnet_maps, resolve_blocks, subnet_maps)
-from mmadn.analysis.profile import find_adn_backbone
-from mmadn.engine.runner.subnet_loops import resolve_skips
-from mmadn.utils.launch import build_model, load_config
+from mmadn.models import find_adn_backbone
+from mmadn.models.layers.skip import resolve_skips
+from mmadn.engine.launch import load_config
+from mmadn.models import build_model
 
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

@@ -20,7 +20,7 @@ from mmengine.config import Config, DictAction
 import mmadn  # noqa: F401
 from mmadn.deploy import (build_model, export_onnx, export_static, onnx_max_abs_diff,
                           static_config)
-from mmadn.models.layers.skip_aware import AdaptiveDepthMixin
+from mmadn.models import find_adn_backbone
 
 
 def parse_args(argv=None):
@@ -43,11 +43,10 @@ def parse_args(argv=None):
 def static_model(cfg: Config, checkpoint: str, skip):
     """The model to export (static) and the torch model it is checked against."""
     model, _ = build_model(cfg, checkpoint)
-    backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, AdaptiveDepthMixin):
+    backbone = find_adn_backbone(model, required=False)
+    if backbone is None:
         if skip is not None:
-            raise ValueError(f'--skip {skip}: the backbone {type(backbone).__name__} is not an '
-                             'ADN backbone (a static model has one depth); drop --skip')
+            find_adn_backbone(model, user=f'--skip {skip}')  # raises, naming the backbone
         return model, model, None
     skip = backbone.skip if skip is None else skip
     static_cfg, state = export_static(cfg, model, skip)

@@ -130,7 +130,7 @@ def measure(cfg: Config, task: str, input_size=None, skips='all') -> dict:
     """GFLOPs and parameters (M) of the measured part, per sub-network (``{skip: (gflops,
     params_m)}``, the key ``None`` for a plain backbone)."""
     from mmadn.analysis import count_active_params, count_flops, subnet_complexity
-    from mmadn.models.layers.skip_aware import AdaptiveDepthMixin
+    from mmadn.models import find_adn_backbone
 
     model = build_model(cfg)
     backbone = model.backbone
@@ -143,7 +143,7 @@ def measure(cfg: Config, task: str, input_size=None, skips='all') -> dict:
         size = input_size or (800, 1333)
         scope = 'backbone'
     x = torch.zeros(1, 3, *size)
-    if isinstance(backbone, AdaptiveDepthMixin):
+    if find_adn_backbone(model, required=False) is not None:
         todo = list(backbone.subnet_skips()) if skips == 'all' else list(skips)
         results = OrderedDict(
             (skip, (m['gflops'], m['params_m']))

@@ -23,9 +23,9 @@ import torch
 
 import mmadn  # noqa: F401  (checkpoint loading rules)
 from mmadn.models.backbones import ResNetADN
-from mmadn.utils.checkpoint_io import (CHECKPOINT_ERRORS, CheckpointMismatchError,
-                                       adn_backbone_meta, load_checkpoint_file,
-                                       replace_atomically, temporary_path)
+from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, adn_backbone_meta,
+                          load_checkpoint_file)
+from mmadn.utils.fileio import replace_atomically, temporary_path
 
 BLOCKS_TO_DEPTH = {
     ((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,

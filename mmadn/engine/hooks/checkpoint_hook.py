@@ -8,9 +8,9 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ...utils.checkpoint_io import (adn_backbone_meta, check_checkpoint_fits,
-                                    remove_stale_temporaries, replace_atomically,
-                                    temporary_path, write_text_atomically)
+from ...models.checkpoint import adn_backbone_meta, check_checkpoint_fits
+from ...utils.fileio import (remove_stale_temporaries, replace_atomically, temporary_path,
+                             write_text_atomically)
 
 
 class _DeferredRemovals:
@@ -50,11 +50,11 @@ class AtomicCheckpointHook(CheckpointHook):
       after the new file is in place;
     * the ADN backbone's type and split are recorded in ``meta['adn_backbone']``, and a
       checkpoint loaded by the Runner (``load_from``, ``resume``) is checked against the
-      model first (:func:`mmadn.utils.checkpoint_io.check_checkpoint_fits`; a resumed
+      model first (:func:`mmadn.models.check_checkpoint_fits`; a resumed
       checkpoint must fit key for key).
 
     Other storage backends get ``CheckpointHook``'s behaviour. ``tools/train.py`` (through
-    :func:`mmadn.utils.launch.load_config`) uses this hook in place of a plain
+    :func:`mmadn.engine.launch.load_config`) uses this hook in place of a plain
     ``CheckpointHook``; a Runner built in Python gets it from
     ``default_hooks.checkpoint.type='AtomicCheckpointHook'``.
     """

@@ -8,7 +8,7 @@ from mmengine.registry import HOOKS
 
 from ...models.layers.calibration import (all_reduce_skip_norm_stats,
                                           calibrate_skip_norms)
-from ...models.layers.skip_aware import AdaptiveDepthMixin
+from ...models.layers import find_adn_backbone
 
 
 @HOOKS.register_module()
@@ -22,8 +22,7 @@ class SkipNormCalibrationHook(Hook):
     resumed run keeps the statistics of its checkpoint). Afterwards the statistics stay
     frozen like every other norm's: under frozen norms the weights are trained for the
     statistics in use, and recalibrating a trained detector changes the function it learned
-    (in ``benchmarks/study_det.py`` recalibrating after the last iteration cut the base-net
-    from 0.46 to 0.22 bbox mAP). Only the skip norms' running means and variances change
+    (measured in the README's section on calibration). Only the skip norms' running means and variances change
     (see :func:`~mmadn.models.layers.calibration.calibrate_skip_norms`); the random
     generators are restored afterwards.
 
@@ -34,6 +33,7 @@ class SkipNormCalibrationHook(Hook):
     """
 
     priority = 'ABOVE_NORMAL'
+    needs_adn_backbone = True  # a static export of the model drops it
 
     def __init__(self, num_batches: int = 16, skips: Sequence = ('base', )):
         if not isinstance(num_batches, int) or isinstance(num_batches, bool) \
@@ -52,10 +52,7 @@ class SkipNormCalibrationHook(Hook):
 
     def before_train(self, runner) -> None:
         model = self._model(runner)
-        if not isinstance(getattr(model, 'backbone', None), AdaptiveDepthMixin):
-            raise TypeError(
-                'SkipNormCalibrationHook needs a model whose `backbone` is an ADN backbone; '
-                f'got {type(getattr(model, "backbone", None)).__name__}')
+        find_adn_backbone(model, user=type(self).__name__)
         # the skips must parse before any work is done
         for skip in self.skips:
             with model.backbone.skipping(skip):

@@ -35,7 +35,7 @@ from mmengine.registry import HOOKS, MODELS
 from torch.nn.parallel import DistributedDataParallel
 
 from ...models.layers.skip import check_skip_form, format_skip, skips_as_tuples
-from ...models.layers.skip_aware import AdaptiveDepthMixin
+from ...models.layers import AdaptiveDepthMixin
 
 FEATURE_SOURCES = ('stages', 'backbone', 'neck')
 LEVEL_REDUCTIONS = ('sum', 'mean', 'random')

@@ -1,3 +1,3 @@
-from .subnet_loops import SubnetTestLoop, SubnetValLoop, metrics_table, resolve_skips
+from .subnet_loops import SubnetTestLoop, SubnetValLoop, metrics_table
 
-__all__ = ['SubnetValLoop', 'SubnetTestLoop', 'resolve_skips', 'metrics_table']
+__all__ = ['SubnetValLoop', 'SubnetTestLoop', 'metrics_table']

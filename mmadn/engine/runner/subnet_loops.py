@@ -23,8 +23,8 @@ except ImportError:  # older mmengine: its loops collect no losses, nothing to r
     _parse_losses = None
 
 from ...analysis.profile import profile_subnets
-from ...models.layers.skip import format_skip, resolve_skips  # noqa: F401 (re-exported)
-from ...models.layers.skip_aware import AdaptiveDepthMixin
+from ...models.layers import find_adn_backbone
+from ...models.layers.skip import format_skip, resolve_skips
 
 SkipsArg = Union[str, Sequence]
 
@@ -110,13 +110,7 @@ class _SubnetLoopMixin:
                 metric.out_file_path = path
 
     def _backbone(self):
-        model = self.runner.model
-        model = model.module if is_model_wrapper(model) else model
-        backbone = getattr(model, 'backbone', None)
-        if not isinstance(backbone, AdaptiveDepthMixin):
-            raise TypeError(f'{type(self).__name__} needs an ADN backbone; the model has '
-                            f'{type(backbone).__name__}')
-        return backbone
+        return find_adn_backbone(self.runner.model, user=type(self).__name__)
 
     def _run_subnets(self, stage: str) -> dict:
         self.runner.call_hook(f'before_{stage}')

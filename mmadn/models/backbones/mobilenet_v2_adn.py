@@ -17,8 +17,9 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..layers.skip import SkipTuple, default_num_shared_blocks
-from ..layers.skip_aware import (AdaptiveDepthMixin, SkipAwareNormMixin, active_norm,
-                                 collect_skip_norm_pairs, make_skip_aware)
+from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
+                                 make_skip_aware)
 
 
 class ADNConvModule(SkipAwareNormMixin, ConvModule):
@@ -30,15 +31,15 @@ class ADNConvModule(SkipAwareNormMixin, ConvModule):
 
 class ADNInvertedResidualStage(nn.Sequential):
     """A stage of inverted-residual blocks whose blocks from ``num_shared_blocks`` on are
-    skipped while ``skip`` is True."""
+    skipped while ``skip_subpath`` is True."""
 
     def __init__(self, blocks, num_shared_blocks: int):
         super().__init__(*blocks)
         self.num_shared_blocks = num_shared_blocks
-        self.skip = False
+        self.skip_subpath = False
 
     def forward(self, x):
-        if not self.skip:
+        if not self.skip_subpath:
             return super().forward(x)
         for block in list(self._modules.values())[:self.num_shared_blocks]:
             x = block(x)
@@ -99,7 +100,7 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
         for name, flag in zip(self.skippable_stages, skip):
-            getattr(self, name).skip = flag
+            getattr(self, name).skip_subpath = flag
         for idx, conv in self._norm_followers:
             conv.set_use_skip_norms(skip[idx])
 

@@ -18,10 +18,10 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ...utils.checkpoint_io import CheckpointMismatchError
 from ...utils.torch_compat import register_load_state_dict_pre_hook
 from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
-from ..layers.skip_aware import AdaptiveDepthMixin, SkipAwareNormMixin
+from ..layers.adaptive_depth import AdaptiveDepthMixin, CheckpointMismatchError
+from ..layers.skip_aware import SkipAwareNormMixin
 
 
 class _ADNBlockMixin(SkipAwareNormMixin):
@@ -87,18 +87,18 @@ class ADNResLayer(ResLayer):
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.num_shared_blocks = num_shared_blocks
-        self.skip = False
+        self.skip_subpath = False  # True: only the shared blocks run
         if skip_aware_norms:
             for block in itertools.islice(self._modules.values(), num_shared_blocks):
                 block.add_skip_norms()
 
-    def set_skip(self, flag: bool) -> None:
-        self.skip = bool(flag)
+    def set_skip_subpath(self, flag: bool) -> None:
+        self.skip_subpath = bool(flag)
         for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            block.set_use_skip_norms(self.skip)
+            block.set_use_skip_norms(self.skip_subpath)
 
     def forward(self, x):
-        if not self.skip:
+        if not self.skip_subpath:
             return super().forward(x)
         for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
             x = block(x)
@@ -187,7 +187,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
         for name, flag in zip(self.res_layers, skip):
-            getattr(self, name).set_skip(flag)
+            getattr(self, name).set_skip_subpath(flag)
 
     def skip_norm_pairs(self) -> List[Tuple[str, str]]:
         pairs = []

@@ -18,8 +18,9 @@ from mmpretrain.models.backbones.swin_transformer import (SwinBlock, SwinBlockSe
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 from ..layers.skip import SkipTuple, default_num_shared_blocks
-from ..layers.skip_aware import (AdaptiveDepthMixin, SkipAwareNormMixin, active_norm,
-                                 collect_skip_norm_pairs, make_skip_aware)
+from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
+                                 make_skip_aware)
 from .vit_adn import TokenFeatureMap
 
 
@@ -39,11 +40,11 @@ class ADNPatchMerging(SkipAwareNormMixin, PatchMerging):
 
 
 class ADNSwinBlockSequence(SwinBlockSequence):
-    """A Swin stage whose blocks from ``num_shared_blocks`` on are skipped while ``skip``
-    is True; its block output goes through ``feature_tap`` (the stage feature)."""
+    """A Swin stage whose blocks from ``num_shared_blocks`` on are skipped while
+    ``skip_subpath`` is True; its block output goes through ``feature_tap`` (the stage feature)."""
 
     def forward(self, x, in_shape, do_downsample=True):
-        blocks = self.blocks[:self.num_shared_blocks] if self.skip else self.blocks
+        blocks = self.blocks[:self.num_shared_blocks] if self.skip_subpath else self.blocks
         for block in blocks:
             x = block(x, in_shape)
         self.feature_tap(x, in_shape)
@@ -83,7 +84,7 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
         for idx, (stage, num_shared) in enumerate(zip(self.stages, self.num_shared_blocks)):
             stage.__class__ = ADNSwinBlockSequence
             stage.num_shared_blocks = num_shared
-            stage.skip = False
+            stage.skip_subpath = False
             stage.feature_tap = TokenFeatureMap()
             for block in stage.blocks[:num_shared]:
                 make_skip_aware(block, ADNSwinBlock).add_skip_norms()
@@ -95,7 +96,7 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
         for idx, (stage, flag) in enumerate(zip(self.stages, skip)):
-            stage.skip = flag
+            stage.skip_subpath = flag
             for block in stage.blocks[:stage.num_shared_blocks]:
                 block.set_use_skip_norms(flag)
             if idx > 0 and isinstance(self.stages[idx - 1].downsample, ADNPatchMerging):

@@ -17,8 +17,9 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..layers.skip import SkipTuple
-from ..layers.skip_aware import (AdaptiveDepthMixin, SkipAwareNormMixin, active_norm,
-                                 collect_skip_norm_pairs, make_skip_aware)
+from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
+                                 make_skip_aware)
 
 
 class TokenFeatureMap(nn.Module):

@@ -4,25 +4,29 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 import torchvision
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 import mmadn  # noqa: F401
 from mmadn.models.backbones import ResNetADN
-from mmadn.utils.checkpoint_io import (CheckpointMismatchError, adn_backbone_meta,
-                                       check_checkpoint_fits, find_resume_checkpoint,
-                                       load_checkpoint_file, load_strictly, temporary_path)
+from mmadn.engine.runner.resume import find_resume_checkpoint
+from mmadn.models import (CheckpointMismatchError, adn_backbone_meta, check_checkpoint_fits,
+                          load_checkpoint_file, load_strictly)
+from mmadn.utils.fileio import temporary_path
 from mmadn.utils.checkpoint_safety import CorruptCheckpointError
 
 from ..conftest import load_tool, requires_allow_list
 
 
 def _classifier(depth=18, num_classes=4, backbone_type='ResNetADN'):
-    return MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes,
-                  in_channels=512 if depth < 50 else 2048)))
+    # in mmpretrain's scope, whichever scope an earlier test left current
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MMPRETRAIN_MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=num_classes,
+                      in_channels=512 if depth < 50 else 2048)))
 
 
 def _train_ckpt(path, model, **meta):

@@ -1,111 +1,33 @@
-"""Checkpoint files: written atomically, found for ``--resume``, checked against the model.
-
-* :func:`replace_atomically`: the last step of an atomic write (the file was written under
-  a temporary name in the same directory): flush it to disk, rename it into place, flush
-  the directory. A reader sees the old file or the new one, never a part.
-* :func:`find_resume_checkpoint`: the newest ``iter_*.pth`` / ``epoch_*.pth`` of a work dir
-  that loads, whatever ``last_checkpoint`` says.
-* :func:`check_checkpoint_fits`: before weights are copied into a model, say what a
-  checkpoint that does not fit is (a bare backbone, another model, another ADN split, an
-  ADN checkpoint for a plain backbone) and what would fit.
-* :func:`adn_backbone_meta`: the ADN backbone's type and split, recorded in a checkpoint's
-  ``meta['adn_backbone']`` (:class:`~mmadn.engine.hooks.AtomicCheckpointHook`) and
-  compared on load.
-"""
-import os
+"""ADN checkpoints, seen from the model: the backbone's layout recorded in a checkpoint
+(``meta['adn_backbone']``), why a checkpoint does not fit a model (a bare backbone, another
+model, another ADN split, an ADN checkpoint for a plain backbone) and what would, and
+strict loading that says so."""
 import os.path as osp
-import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Optional
 
-import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
+from mmengine.runner import load_state_dict
+from mmengine.runner.checkpoint import CheckpointLoader
 
-from .checkpoint_safety import CorruptCheckpointError, UnsafeCheckpointError
+from ..utils.checkpoint_safety import CorruptCheckpointError, UnsafeCheckpointError
+from .layers.adaptive_depth import CheckpointMismatchError, find_adn_backbone
 
-__all__ = [
-    'CheckpointMismatchError', 'CHECKPOINT_NAME', 'temporary_path', 'replace_atomically',
-    'list_checkpoints', 'load_checkpoint_file', 'find_resume_checkpoint',
-    'adn_backbone_meta', 'check_checkpoint_fits', 'load_checkpoint_dict_strictly',
-    'load_strictly'
-]
-
-#: The names CheckpointHook gives periodic checkpoints (its default ``filename_tmpl``).
-CHECKPOINT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
-#: Temporary files of an atomic write start with this (never matched by CHECKPOINT_NAME).
-TMP_PREFIX = '.tmp-'
 #: Errors that mean "this file cannot be used as given"; tools turn them into one line.
 CHECKPOINT_ERRORS = (CorruptCheckpointError, UnsafeCheckpointError)
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that loads but does not fit the model (or the use) it is given to."""
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if is_model_wrapper(model) else model
 
 
-# -- writing ------------------------------------------------------------------------------
-def temporary_path(path: str) -> str:
-    """A sibling of ``path`` to write first: same directory (so that the rename is atomic),
-    a name that no checkpoint pattern matches."""
-    folder, name = osp.split(path)
-    return osp.join(folder, f'{TMP_PREFIX}{name}.{os.getpid()}')
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder or '.', os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(tmp: str, path: str) -> None:
-    """Flush ``tmp`` to disk and rename it to ``path`` (replacing it), then flush the
-    directory entry, so that after a crash ``path`` is either the old or the new file."""
-    with open(tmp, 'rb+') as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(osp.dirname(path))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, 'w') as f:
-        f.write(text)
-    replace_atomically(tmp, path)
-
-
-def remove_stale_temporaries(folder: str) -> List[str]:
-    """Remove the temporary files that a killed atomic write left in ``folder``."""
-    removed = []
-    if osp.isdir(folder):
-        for name in os.listdir(folder):
-            if name.startswith(TMP_PREFIX):
-                try:
-                    os.remove(osp.join(folder, name))
-                    removed.append(name)
-                except OSError:
-                    pass
-    return removed
-
-
-# -- finding a checkpoint to resume from --------------------------------------------------
-def list_checkpoints(folders: Sequence[str]) -> List[str]:
-    """``iter_*.pth`` / ``epoch_*.pth`` of ``folders``, newest (highest step) first."""
-    found = {}
-    for folder in folders:
-        if not folder or not osp.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            m = CHECKPOINT_NAME.match(name)
-            path = osp.join(folder, name)
-            if m and osp.isfile(path):
-                found[osp.abspath(path)] = (int(m.group(2)), osp.getmtime(path))
-    return sorted(found, key=lambda p: found[p], reverse=True)
+def _adn_backbone(model: nn.Module):
+    """The ADN backbone and its key prefix in the model's state dict (None, '' without)."""
+    backbone = find_adn_backbone(model, required=False)
+    if backbone is None:
+        return None, ''
+    return backbone, '' if backbone is _unwrap(model) else 'backbone.'
 
 
 def load_checkpoint_file(path: str, training: bool = False) -> dict:
@@ -116,7 +38,6 @@ def load_checkpoint_file(path: str, training: bool = False) -> dict:
     dict, or, with ``training=True``, no training checkpoint (``meta.iter`` and
     ``meta.epoch``, which ``--resume`` needs).
     """
-    from mmengine.runner.checkpoint import CheckpointLoader
     if not osp.isfile(osp.expanduser(path)):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist')
     ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
@@ -133,50 +54,6 @@ def load_checkpoint_file(path: str, training: bool = False) -> dict:
                 'epoch_*.pth that training wrote; to start a new run from these weights use '
                 f'--cfg-options load_from={path}')
     return ckpt
-
-
-def find_resume_checkpoint(folders: Sequence[str]) -> Tuple[Optional[str], List[str],
-                                                             Dict[str, str]]:
-    """The newest checkpoint of ``folders`` that loads as a training checkpoint.
-
-    ``last_checkpoint`` (mmengine's pointer) is only a hint: a missing pointer, or one to a
-    file that is gone or broken, does not hide older good checkpoints.
-
-    Returns:
-        ``(path or None, every candidate found (newest first), {candidate: why it was
-        passed over})``.
-    """
-    candidates = list_checkpoints(folders)
-    for folder in folders:
-        pointer = osp.join(folder or '', 'last_checkpoint')
-        if osp.isfile(pointer):
-            with open(pointer) as f:
-                target = f.read().strip()
-            if target and osp.isfile(target) and osp.abspath(target) not in candidates:
-                candidates.insert(0, osp.abspath(target))
-    refused = {}
-    for path in candidates:
-        try:
-            load_checkpoint_file(path, training=True)
-        except (*CHECKPOINT_ERRORS, CheckpointMismatchError, OSError) as err:
-            refused[path] = str(err).splitlines()[0]
-            continue
-        return path, candidates, refused
-    return None, candidates, refused
-
-
-# -- the ADN layout recorded in a checkpoint ---------------------------------------------
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model
-
-
-def _adn_backbone(model: nn.Module):
-    from ..models.layers.skip_aware import AdaptiveDepthMixin
-    model = _unwrap(model)
-    if isinstance(model, AdaptiveDepthMixin):
-        return model, ''
-    backbone = getattr(model, 'backbone', None)
-    return (backbone, 'backbone.') if isinstance(backbone, AdaptiveDepthMixin) else (None, '')
 
 
 def adn_backbone_meta(model: nn.Module) -> Optional[dict]:
@@ -224,11 +101,16 @@ def _compare_adn_meta(recorded: dict, current: dict, filename: str) -> None:
         f"meta['adn_backbone']), but this config builds {_describe_adn(current)}: {fix}")
 
 
-# -- does a checkpoint fit a model? --------------------------------------------------------
-def _state_dict_of(checkpoint: dict) -> dict:
+def _state_dict_of(checkpoint: dict) -> OrderedDict:
+    """The weights of a checkpoint, without a DDP ``module.`` prefix, keeping the state
+    dict's ``_metadata`` (module versions that some ``_load_from_state_dict`` read)."""
     state = checkpoint.get('state_dict', checkpoint)
-    return {(k[len('module.'):] if k.startswith('module.') else k): v
-            for k, v in state.items()} if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return OrderedDict()
+    out = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                      for k, v in state.items())
+    out._metadata = getattr(state, '_metadata', OrderedDict())
+    return out
 
 
 def _describe_keys(checkpoint: dict) -> str:
@@ -337,11 +219,11 @@ def load_checkpoint_dict_strictly(model: nn.Module, checkpoint: dict, filename: 
     split of the skip-aware norms) speak next; any other mismatch is described by
     :func:`check_checkpoint_fits`. Raises :class:`CheckpointMismatchError`.
     """
-    from mmengine.runner.checkpoint import _load_checkpoint_to_model
     check_checkpoint_fits(model, checkpoint, filename, strict=False)
     name = type(_unwrap(model)).__name__
     try:
-        _load_checkpoint_to_model(_unwrap(model), checkpoint, strict=True, logger='silent')
+        load_state_dict(_unwrap(model), _state_dict_of(checkpoint), strict=True,
+                        logger='silent')
     except CheckpointMismatchError as err:  # a backbone's own check (depth, split)
         raise CheckpointMismatchError(
             f'checkpoint {filename} does not fit the model of this config ({name}): '

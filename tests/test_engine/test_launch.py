@@ -1,9 +1,10 @@
-"""mmadn.utils.launch.build_model builds the model the Runner would build."""
+"""mmadn.models.build_model builds the model the Runner would build."""
 import torch
 from mmengine.runner import Runner
 
 import mmadn  # noqa: F401
-from mmadn.utils.launch import build_model, load_config
+from mmadn.engine.launch import load_config
+from mmadn.models import build_model
 
 from ..conftest import CLS_DEMO
 

@@ -1,22 +1,18 @@
-"""Shared plumbing of ``tools/train.py`` and ``tools/test.py`` (detection and
-classification configs alike): reading a config, checking it before anything is built,
-building the model with a checkpoint loaded strictly."""
+"""Shared plumbing of the tools (detection and classification configs alike): reading a
+config, checking it before anything is built, starting a run on CPU-only machines, and the
+command-line argument types."""
 import argparse
-import copy
 import os
 import os.path as osp
 from datetime import timedelta
-from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import MODELS, RUNNERS, DefaultScope
+from mmengine.registry import RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
 from ..models.layers.skip import check_skip_form, check_skips_form, format_skip, skips_as_tuples
-from .checkpoint_io import load_strictly
 
 
 def load_config(config: str, cfg_options=None, launcher: str = 'none',
@@ -167,30 +163,6 @@ def skips_argument(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
-
-
-def build_model(cfg: Config, checkpoint: Optional[str] = None,
-                device: str = 'cpu') -> Tuple[nn.Module, dict]:
-    """Build ``cfg.model`` in the config's default scope and load ``checkpoint``.
-
-    A top-level ``data_preprocessor`` (mmpretrain configs: mean, std, ``to_rgb``) goes into
-    the model config unless it has its own, as mmengine's ``Runner`` does, so the model
-    normalizes its inputs as in training and testing.
-
-    Returns the model (in eval mode, on ``device``) and the checkpoint's ``meta``.
-    """
-    model_cfg = cfg.model
-    if isinstance(model_cfg, dict) and cfg.get('data_preprocessor') is not None \
-            and 'data_preprocessor' not in model_cfg:
-        model_cfg = copy.deepcopy(model_cfg)
-        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(model_cfg)
-    meta = {}
-    if checkpoint is not None:
-        ckpt = load_strictly(model, checkpoint)
-        meta = dict(ckpt.get('meta') or {})
-    return model.to(device).eval(), meta
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
