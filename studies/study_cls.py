@@ -6,14 +6,14 @@ A narrow ResNet-ADN (default depth 18, 16 base channels) is trained as an mmpret
 ``SubPathSpecializationHook``); every sub-network is tested with ``SubnetTestLoop`` and
 mmpretrain's ``Accuracy``. Variants: see ``study_common.VARIANTS``. Several seeds.
 
-    python benchmarks/study_cls.py              # the full study (see --help)
-    python benchmarks/study_cls.py --quick      # seconds: 1 seed, a few iterations
-    python benchmarks/study_cls.py --report-only  # rewrite the report from the JSON
+    python studies/study_cls.py              # the full study (see --help)
+    python studies/study_cls.py --quick      # seconds: 1 seed, a few iterations
+    python studies/study_cls.py --report-only  # rewrite the report from the JSON
 
 Writes ``<out>/study_cls.md`` (tables), ``study_cls_subnets.png`` (Figure 3a: top-1 of
 every sub-network), ``study_cls_bn.png`` (Figure 3b: distance between the running means
 of each skip-aware norm and its partner), and ``study_cls.json`` (every number).
-Needs scikit-learn (``pip install -r requirements/benchmarks.txt``).
+Needs scikit-learn (``pip install -r requirements/studies.txt``).
 """
 import argparse
 import json
@@ -60,7 +60,7 @@ def ensure_digits(root: str, size: int = 32, test_size: float = 0.25, seed: int 
         from sklearn.model_selection import train_test_split
     except ImportError:
         raise SystemExit('the classification study needs scikit-learn (its digits data set '
-                         'ships with it): pip install -r requirements/benchmarks.txt')
+                         'ships with it): pip install -r requirements/studies.txt')
     import cv2
     import numpy as np
     root = osp.join(root, f'{size}px')

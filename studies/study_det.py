@@ -14,9 +14,9 @@ Everything runs through mmengine's Runner; ADN variants with the real
 (pycocotools). The JSON is saved after every run and an interrupted study resumes from it
 (same settings), so it can span sessions.
 
-    python benchmarks/study_det.py              # the full study (see --help)
-    python benchmarks/study_det.py --quick      # smoke mode: 1 seed, a few iterations
-    python benchmarks/study_det.py --report-only  # rewrite the report from the JSON
+    python studies/study_det.py              # the full study (see --help)
+    python studies/study_det.py --quick      # smoke mode: 1 seed, a few iterations
+    python studies/study_det.py --report-only  # rewrite the report from the JSON
 
 Writes ``<out>/study_det.md``, ``study_det_map.png`` and ``study_det.json``.
 """

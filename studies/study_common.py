@@ -58,7 +58,7 @@ SUPER, BASE = 'FFFF', 'TTTT'
 def study_skips(skips: str) -> List[str]:
     """``'all'`` or ``'FFFF,TTFF'`` -> skip strings of a 4-stage backbone, the super-net
     and the base-net always included (the study compares them)."""
-    from mmadn.engine.runner.subnet_loops import resolve_skips
+    from mmadn.models.layers.skip import resolve_skips
     from mmadn.models.layers.skip import format_skip
     out = [format_skip(s) for s in resolve_skips(skips, 4)]
     if SUPER not in out:
@@ -537,7 +537,7 @@ def add_common_args(parser, name: str, seeds: Sequence[int], skips: str,
     parser.add_argument('--variants', nargs='+', default=list(variants),
                         help=f'subset of {list(VARIANTS)}, run in this order')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', f'study_{name}'))
-    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results'))
+    parser.add_argument('--out', default=osp.join(ROOT, 'studies', 'results'))
     parser.add_argument('--threads', type=int, default=None,
                         help="torch threads (default: torch's); 1 when the two studies run "
                              'side by side on 2 cores')
@@ -581,7 +581,7 @@ def run_all(args, cfg: Config, data: dict, json_path: str, tag: str, on_run=None
 def new_data(args, name: str, **extra) -> dict:
     """The JSON skeleton of a study: its setup (every argument and the command line)."""
     import sys
-    command = f'python benchmarks/study_{name}.py ' + ' '.join(sys.argv[1:])
+    command = f'python studies/study_{name}.py ' + ' '.join(sys.argv[1:])
     return dict(setup=dict(vars(args), command=command), runs=[], super_skip=SUPER,
                 base_skip=BASE, skips=study_skips(args.skips), **extra)
 
