@@ -1,6 +1,7 @@
-"""Choosing the depth while the program runs: a latency-budget controller that moves an
-ADN model along its sub-network profile (from :mod:`mmadn.analysis`)."""
-from .controller import DepthController, nearest_rank_quantile
+"""Choosing the depth while the program runs: a latency-budget policy on plain numbers, and
+a controller that times an ADN model's calls and switches its depth."""
+from .controller import DepthController
 from .plot import plot_controller_log
+from .policy import DepthPolicy, nearest_rank_quantile
 
-__all__ = ['DepthController', 'nearest_rank_quantile', 'plot_controller_log']
+__all__ = ['DepthController', 'DepthPolicy', 'nearest_rank_quantile', 'plot_controller_log']

@@ -1,37 +1,26 @@
 """Hold a latency budget while the program runs by changing the depth of an ADN model.
 
-The controller times every call of a model (or of an inferencer around it) and moves along
-the Pareto front of the model's sub-network profile: to a cheaper sub-network when the
-budget is missed, back to a deeper one when there is room. A move costs one
-``backbone.set_skip``; nothing is rebuilt or reloaded.
+The controller times every call of a model (or of an inferencer around it), gives each
+latency to a :class:`~mmadn.runtime.policy.DepthPolicy` moving along the Pareto front of the
+model's sub-network profile, and switches the depth the policy chooses. A switch costs one
+``backbone.set_skip`` by default; nothing is rebuilt or reloaded.
 """
 import json
 import logging
 import math
 import time
-from collections import deque
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 
 from ..analysis import load_accuracy, measure_latency, pareto_front
 from ..models.layers import find_adn_backbone
 from ..analysis.profile import profile_forward
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
+from .policy import DepthPolicy
 
 ProfileLike = Union[str, Sequence[Mapping]]
-
-
-def nearest_rank_quantile(values: Sequence[float], q: float) -> float:
-    """The ``ceil(q * n)``-th smallest of ``values`` (a value that occurred, never an
-    interpolation): with ``q=0.9`` one outlier among 10 values is ignored, one among 9 or
-    fewer is not."""
-    if not values:
-        raise ValueError('no values')
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 def _model_of(target) -> nn.Module:
@@ -66,21 +55,9 @@ class DepthController:
 
     The sub-networks it moves between are the Pareto front of the profile: the ones no
     other sub-network beats with more accuracy (or, without accuracies, more GFLOPs) at no
-    more latency, ordered from the cheapest (level 0) to the deepest. Latencies seen at the
-    current level are kept as *slowdowns* (seen / expected latency of that level), over a
-    window that restarts at every move. After each call:
-
-    * **down** when the ``quantile`` of the latencies seen at this level (at least
-      ``down_after`` of them) is over the budget: to the deepest level whose expected
-      latency times that slowdown is within ``headroom * budget_ms`` (several levels at
-      once if needed; the cheapest when none is). If the cheapest level itself misses, a
-      warning is logged and the controller stays there.
-    * **up** when each of the last ``patience`` calls at this level would have left the
-      deepest such level within ``headroom * budget_ms``. ``patience`` starts at
-      ``up_after``; a move up that has to come down again within ``window`` calls doubles it
-      (up to ``max_patience``), one that holds for ``window`` calls resets it. Missing the
-      budget by a little never lifts the depth, and a move up that failed is not retried
-      at once: the controller does not flap.
+    more latency, ordered from the cheapest (level 0) to the deepest. After each call
+    ``self.policy`` (a :class:`~mmadn.runtime.policy.DepthPolicy`) chooses the next level
+    from the call's latency and the levels' expected ones (the profile's until calibrated).
 
     Args:
         target: a detector / classifier with an ADN backbone, or an inferencer holding one
@@ -99,18 +76,8 @@ class DepthController:
             not (without accuracies every sub-network is then on the front, by GFLOPs).
             :meth:`calibrate` fits the latency per call against the same quantity.
             Defaults to ``'latency'``.
-        quantile (float): which quantile of the recent latencies must meet the budget
-            (nearest rank). Defaults to 0.9.
-        window (int): how many calls at the current level the quantile looks at.
-            Defaults to 10.
-        headroom (float): a move (down or up) aims at ``headroom * budget_ms`` or less;
-            the gap to the budget is the hysteresis band. Defaults to 0.8.
-        down_after (int): calls at a level before it can be left downwards. Defaults to 2.
-        up_after (int): calls with room before moving up. Defaults to 5.
-        max_patience (int): the most calls with room asked before moving up after failed
-            moves up. Defaults to 20.
-        warmup (int): first calls that are timed and logged but do not count (the first
-            calls of a model are slow). Defaults to 1.
+        quantile, window, headroom, down_after, up_after, max_patience, warmup, logger:
+            the settings of :class:`~mmadn.runtime.policy.DepthPolicy` (same defaults).
         fn (callable, optional): what one call runs; defaults to ``target`` itself
             (``target(*args, **kwargs)``), e.g. ``lambda x: model.test_step(x)``.
         clock (callable): returns seconds; defaults to ``time.perf_counter``.
@@ -118,50 +85,36 @@ class DepthController:
             model's parameters are on a CUDA device.
         start (str, optional): the sub-network to start from (a front member); defaults to
             the deepest.
-        logger: where moves (DEBUG) and budget warnings (WARNING) go, as mmengine's
-            ``print_log`` takes it. Defaults to ``'current'``.
+        switch (callable, optional): what changes the depth, called with a skip string
+            before each call and on each move; defaults to the backbone's ``set_skip``.
     """
 
-    def __init__(self,
-                 target,
-                 profile: ProfileLike,
-                 budget_ms: float,
+    def __init__(self, target, profile: ProfileLike, budget_ms: float,
                  accuracy: Union[None, str, Mapping[str, float]] = None,
-                 metric: Optional[str] = None,
-                 cost: str = 'latency',
-                 quantile: float = 0.9,
-                 window: int = 10,
-                 headroom: float = 0.8,
-                 down_after: int = 2,
-                 up_after: int = 5,
-                 max_patience: int = 20,
-                 warmup: int = 1,
+                 metric: Optional[str] = None, cost: str = 'latency', quantile: float = 0.9,
+                 window: int = 10, headroom: float = 0.8, down_after: int = 2,
+                 up_after: int = 5, max_patience: int = 20, warmup: int = 1,
                  fn: Optional[Callable] = None,
-                 clock: Callable[[], float] = time.perf_counter,
-                 sync: Optional[bool] = None,
+                 clock: Callable[[], float] = time.perf_counter, sync: Optional[bool] = None,
                  start: SkipLike = None,
-                 logger: Union[str, logging.Logger, None] = 'current'):
+                 logger: Union[str, logging.Logger, None] = 'current',
+                 switch: Optional[Callable[[str], None]] = None):
         self.target = target
         self.model = _model_of(target)
         self.backbone = find_adn_backbone(self.model)
         self.fn = target if fn is None else fn
-        if not callable(self.fn):
-            raise TypeError(f'fn of type {type(self.fn).__name__} is not callable')
+        self.switch = self.backbone.set_skip if switch is None else switch
+        for name, value in (('fn', self.fn), ('switch', self.switch)):
+            if not callable(value):
+                raise TypeError(f'{name} of type {type(value).__name__} is not callable')
         if not callable(clock):
             raise TypeError(f'clock of type {type(clock).__name__}: expected a callable '
                             'returning seconds, e.g. time.perf_counter')
         self.clock = clock
-        self._check_settings(budget_ms, quantile, window, headroom, down_after, up_after,
-                             max_patience, warmup)
-        self.budget_ms = float(budget_ms)
-        self.quantile, self.window, self.headroom = float(quantile), int(window), headroom
-        self.down_after, self.up_after = int(down_after), int(up_after)
-        self.max_patience, self.warmup = max(int(max_patience), int(up_after)), int(warmup)
         if sync is None:
             param = next(self.model.parameters(), None)
             sync = param is not None and param.is_cuda
         self.sync = bool(sync)
-        self.logger = logger
 
         if cost not in ('latency', 'gflops'):
             raise ValueError(f"cost={cost!r}: expected 'latency' or 'gflops'")
@@ -180,38 +133,17 @@ class DepthController:
         by_skip = {r['skip']: r for r in self.rows}
         value = (lambda s: accuracy[s]) if accuracy is not None else \
             (lambda s: by_skip[s]['gflops'])
-        self.levels: List[str] = pareto_front(
-            {s: (r[self.cost], value(s)) for s, r in by_skip.items()})
-        self.expected_ms: Dict[str, float] = {s: by_skip[s]['latency_ms']
-                                              for s in self.levels}
-        self.calibrated, self.fit = False, None
-        self._check_budget('profile')
+        levels = pareto_front({s: (r[self.cost], value(s)) for s, r in by_skip.items()})
+        self.policy = DepthPolicy(
+            levels, {s: by_skip[s]['latency_ms'] for s in levels}, budget_ms,
+            quantile=quantile, window=window, headroom=headroom, down_after=down_after,
+            up_after=up_after, max_patience=max_patience, warmup=warmup,
+            start=self._skip_of(start), logger=logger)
+        self.fit: Optional[dict] = None
         self.log: List[dict] = []
-        self.reset(start)
+        self.switch(self.skip)
 
     # -- checks ------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_settings(budget_ms, quantile, window, headroom, down_after, up_after,
-                        max_patience, warmup) -> None:
-        def bad(name, value, form):
-            raise ValueError(f'{name}={value!r}: expected {form}')
-
-        if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) \
-                or not math.isfinite(budget_ms) or budget_ms <= 0:
-            bad('budget_ms', budget_ms, 'a positive number of milliseconds')
-        if not 0 < quantile <= 1:
-            bad('quantile', quantile, 'a number in (0, 1], e.g. 0.9 for p90')
-        if not 0 < headroom <= 1:
-            bad('headroom', headroom, 'a number in (0, 1], e.g. 0.8')
-        for name, value, low in (('window', window, 1), ('down_after', down_after, 1),
-                                 ('up_after', up_after, 1), ('max_patience', max_patience, 1),
-                                 ('warmup', warmup, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                bad(name, value, f'an integer >= {low}')
-        if down_after > window or up_after > window:
-            raise ValueError(f'down_after={down_after}, up_after={up_after}, '
-                             f'window={window}: expected down_after and up_after <= window')
 
     def _check_profile(self, rows: List[dict]) -> List[dict]:
         n = self.backbone.num_skippable_stages
@@ -242,50 +174,30 @@ class DepthController:
                        gflops=float(row['gflops']))
         return rows
 
+    def _skip_of(self, skip: SkipLike) -> Optional[str]:
+        return None if skip is None else \
+            format_skip(parse_skip(skip, self.backbone.num_skippable_stages))
+
+    # -- state (the policy's) ----------------------------------------------------------
+
     def set_budget(self, budget_ms: float) -> None:
         """Change the budget (e.g. when the frame rate changes); the depth follows from the
         next call on."""
-        self._check_settings(budget_ms, self.quantile, self.window, self.headroom,
-                             self.down_after, self.up_after, self.max_patience, self.warmup)
-        saved, self.budget_ms = self.budget_ms, float(budget_ms)
-        try:
-            self._check_budget('calibrated' if self.calibrated else 'profile')
-        except ValueError:
-            self.budget_ms = saved
-            raise
-
-    def _check_budget(self, source: str) -> None:
-        cheapest = self.levels[0]
-        if self.expected_ms[cheapest] > self.budget_ms:
-            raise ValueError(
-                f'budget_ms={self.budget_ms:g} is below the latency of the cheapest '
-                f'sub-network, {cheapest} ({self.expected_ms[cheapest]:.2f} ms, {source}): '
-                f'expected a budget of at least {self.expected_ms[cheapest]:.2f} ms')
-
-    # -- state -------------------------------------------------------------------------
+        self.policy.set_budget(budget_ms)
 
     def reset(self, start: SkipLike = None) -> None:
         """Start again at ``start`` (default: the deepest level) with no history of
         latencies (the log is kept)."""
-        if start is None:
-            self.level = len(self.levels) - 1
-        else:
-            skip = format_skip(parse_skip(start, self.backbone.num_skippable_stages))
-            if skip not in self.levels:
-                raise ValueError(f'start={start!r}: expected one of the front '
-                                 f'{self.levels}')
-            self.level = self.levels.index(skip)
-        self._slowdowns = deque(maxlen=max(self.window, self.max_patience))
-        self.patience = self.up_after
-        self._last_move_up = False
-        self._warned = False
-        self._to_skip = self.warmup
-        self.backbone.set_skip(self.skip)
+        self.policy.reset(self._skip_of(start))
+        self.switch(self.skip)
 
-    @property
-    def skip(self) -> str:
-        """The sub-network the next call runs."""
-        return self.levels[self.level]
+    # the policy's state, read through
+    budget_ms = property(lambda self: self.policy.budget_ms)
+    levels = property(lambda self: self.policy.levels, doc='The front, cheapest first.')
+    expected_ms = property(lambda self: self.policy.expected_ms)
+    level = property(lambda self: self.policy.level)
+    skip = property(lambda self: self.policy.skip, doc='The sub-network the next call runs.')
+    calibrated = property(lambda self: self.fit is not None)
 
     @property
     def switches(self) -> int:
@@ -298,7 +210,7 @@ class DepthController:
         """Run one call at the current depth, time it, log it and choose the next depth.
         Returns what the call returned."""
         skip = self.skip
-        self.backbone.set_skip(skip)  # someone else may have changed the depth
+        self.switch(skip)  # someone else may have changed the depth
         start = self.clock()
         out = self.fn(*args, **kwargs)
         if self.sync:
@@ -308,53 +220,15 @@ class DepthController:
         self.observe(latency_ms)
         return out
 
-    def observe(self, latency_ms: float) -> None:
-        """Take the latency of one call at the current depth into account and move if
-        needed (``__call__`` does this; call it yourself when you time the calls)."""
-        if self._to_skip > 0:
-            self._to_skip -= 1
-            return
-        self._slowdowns.append(latency_ms / self.expected_ms[self.skip])
-        n = len(self._slowdowns)
-        if n >= self.window and self._last_move_up:
-            self._last_move_up = False  # the last move up held: back to the base patience
-            self.patience = self.up_after
-        recent = list(self._slowdowns)[-self.window:]
-        seen = nearest_rank_quantile(recent, self.quantile) * self.expected_ms[self.skip]
-        missed = n >= self.down_after and seen > self.budget_ms
-        if missed and self.level > 0:
-            slowdown = seen / self.expected_ms[self.skip]
-            target = max([j for j in range(self.level)
-                          if slowdown * self.expected_ms[self.levels[j]]
-                          <= self.headroom * self.budget_ms] or [0])
-            if self._last_move_up:  # the move up did not hold
-                self.patience = min(2 * self.patience, self.max_patience)
-            self._move(target, seen)
-            return
-        if missed and not self._warned:
-            self._warned = True
-            print_log(f'budget_ms={self.budget_ms:g} is missed even by the cheapest '
-                      f'sub-network {self.skip} (p{self.quantile * 100:g} {seen:.1f} ms over '
-                      'the last calls); staying at it', logger=self.logger,
-                      level=logging.WARNING)
-        if n >= self.patience and self.level < len(self.levels) - 1:
-            slowdown = max(list(self._slowdowns)[-self.patience:])
-            fits = [j for j in range(self.level + 1, len(self.levels))
-                    if slowdown * self.expected_ms[self.levels[j]]
-                    <= self.headroom * self.budget_ms]
-            if fits:
-                self._move(max(fits), seen)
-
-    def _move(self, level: int, seen: float) -> None:
-        up = level > self.level
-        print_log(f'{self.skip} -> {self.levels[level]} (p{self.quantile * 100:g} '
-                  f'{seen:.1f} ms, budget {self.budget_ms:g} ms)', logger=self.logger,
-                  level=logging.DEBUG)
-        self.level = level
-        self._slowdowns.clear()
-        self._last_move_up = up
-        self._warned = False
-        self.backbone.set_skip(self.skip)
+    def observe(self, latency_ms: float) -> str:
+        """Take the latency of one call at the current depth into account, switch the
+        depth if the policy moves and return the sub-network of the next call
+        (``__call__`` does this; call it yourself when you time the calls)."""
+        before = self.skip
+        skip = self.policy.observe(latency_ms)
+        if skip != before:
+            self.switch(skip)
+        return skip
 
     # -- calibration and results -------------------------------------------------------
 
@@ -362,8 +236,7 @@ class DepthController:
         """Time each front sub-network through the controlled call itself
         (``fn(*args, **kwargs)``, interleaved, median of ``repeats``) and expect, from then
         on, ``a + b * cost`` per call (the profile's latency or GFLOPs, see ``cost``; least
-        squares over the front, ``b >= 0``),
-        then start again from the deepest level.
+        squares over the front, ``b >= 0``), then start again from the deepest level.
 
         A detector's profile times its backbone + neck only; a whole call also runs the
         heads and the pre- and post-processing, a cost that does not depend on the depth
@@ -374,8 +247,7 @@ class DepthController:
             skip -> the measured median latency (ms) of each front sub-network.
         """
         fns = {s: (lambda: self.fn(*args, **kwargs)) for s in self.levels}
-        measured = measure_latency(fns, warmup=warmup, repeats=repeats,
-                                   setup=self.backbone.set_skip)
+        measured = measure_latency(fns, warmup=warmup, repeats=repeats, setup=self.switch)
         latency = {s: t['median_ms'] for s, t in measured.items()}
         profiled = {r['skip']: r[self.cost] for r in self.rows}
         xs = [profiled[s] for s in self.levels]
@@ -383,13 +255,10 @@ class DepthController:
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         var = sum((x - mx) ** 2 for x in xs)
         slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var) if var else 0
-        self.expected_ms = {s: my + slope * (profiled[s] - mx) for s in self.levels}
+        self.policy.set_expected({s: my + slope * (profiled[s] - mx) for s in self.levels})
         self.fit = dict(intercept_ms=my - slope * mx, slope=slope)
-        self.calibrated = True
-        self._check_budget('calibrated')
-        self.reset()
+        self.switch(self.skip)
         return latency
-
     def summary(self, start: int = 0, stop: Optional[int] = None) -> dict:
         """Figures of the logged calls ``log[start:stop]``: how many, the share over budget,
         the mean GFLOPs per call (of the profile) and the mean accuracy (given one), the

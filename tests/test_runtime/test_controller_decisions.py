@@ -229,3 +229,35 @@ def test_bad_settings_name_the_value_and_the_accepted_form(backbone, kw, match):
     kw = dict(dict(budget_ms=13.0), **kw)
     with pytest.raises(ValueError, match=match):
         DepthController(backbone, PROFILE, **kw)
+
+
+def test_the_depth_changes_only_through_switch(backbone):
+    # a depth held outside the backbone (as an exported model's depth input would be): the
+    # controller sets it through ``switch``, once at the start, before each call and on
+    # each move, and never touches the backbone
+    switched = []
+    world = World(backbone, latency=lambda i, skip: LATENCY[switched[-1]]
+                  * (1.4 if 2 <= i < 20 else 1.0))
+    backbone.set_skip('TTTT')
+    ctrl = DepthController(backbone, PROFILE, 13.0, fn=world.call, clock=world.clock,
+                           switch=switched.append)
+    assert switched == ['FFFF']
+    _run(ctrl, 30)
+    # call 0 is the warm-up; calls 1 and 2 (14 ms at the second) make the p90 miss; 5 calls
+    # with room after the load ends (20-24) take it back up
+    assert _moves(ctrl.log) == [(3, 'FFFF', 'TTFF'), (25, 'TTFF', 'FFFF')]
+    assert switched[1:] == [c['skip'] for c in ctrl.log[:3]] + ['TTFF'] \
+        + [c['skip'] for c in ctrl.log[3:25]] + ['FFFF'] + [c['skip'] for c in ctrl.log[25:]]
+    assert backbone.skip_str == 'TTTT'
+    # calibration times each level after switching to it (two levels: a fit through both
+    # measured points, positive whatever the timings)
+    switched, ran = [], []
+    two = DepthController(backbone, [PROFILE[0], PROFILE[-1]], 13.0,
+                          fn=lambda: ran.append(switched[-1]), switch=switched.append)
+    measured = two.calibrate(warmup=0, repeats=2)
+    assert switched[0] == 'FFFF' and ran == switched[1:-1] and len(ran) == 4
+    assert sorted(ran) == ['FFFF', 'FFFF', 'TTTT', 'TTTT'] and set(measured) == set(ran)
+    assert two.calibrated and switched[-1] == two.skip == 'FFFF'
+    assert backbone.skip_str == 'TTTT'
+    with pytest.raises(TypeError, match='switch of type str is not callable'):
+        DepthController(backbone, PROFILE, 13.0, switch='TTTT')
