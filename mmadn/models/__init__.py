@@ -1,1 +1,1 @@
-from . import backbones, layers, losses  # noqa: F401
+from . import backbones, distill, layers, losses  # noqa: F401

@@ -1,0 +1,3 @@
+from .recorder import OutputRecorder
+
+__all__ = ['OutputRecorder']
