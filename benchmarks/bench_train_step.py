@@ -13,8 +13,8 @@ Per step kind:
   (on a shared machine with ``OMP_NUM_THREADS=1`` the CPU time is the steadier figure);
 - peak saved bytes: the largest total, during one step, of the distinct storages that
   autograd keeps for the backward (``torch.autograd.graph.saved_tensors_hooks``; the
-  model's parameters and buffers are left out), plus the detached teacher features that
-  the hook holds between the two passes;
+  model's parameters and buffers are left out), plus the detached teacher features
+  (``SubPathDistiller.super_pass``'s) kept between the two passes;
 - CPU: peak RSS (Linux ``VmHWM``) of a fresh process that builds the model and runs 2
   steps of that kind, and that peak minus the RSS of the built model, medians over
   ``--rss-runs`` processes per kind, interleaved (``--no-rss`` to skip); CUDA:
@@ -199,8 +199,9 @@ def measure_saved(kind, hooks, model, optim, data, device) -> float:
     """Peak saved bytes (MiB) of one step of ``kind``."""
     tracker = SavedBytes(list(model.parameters()) + list(model.buffers()))
     hook = hooks.get(kind)
-    if hook is not None:
-        super_pass = hook._super_pass
+    if hook is not None:  # the teacher that the hook's distiller returns is counted
+        distiller = hook.distiller
+        super_pass = distiller.super_pass
 
         def counted_super_pass(*args):
             losses, teacher = super_pass(*args)
@@ -209,13 +210,13 @@ def measure_saved(kind, hooks, model, optim, data, device) -> float:
                     tracker.hold(t)
             return losses, teacher
 
-        hook._super_pass = counted_super_pass
+        distiller.super_pass = counted_super_pass
     try:
         with tracker.hooks():
             run_step(kind, hooks, model, optim, data, device)
     finally:
         if hook is not None:
-            del hook._super_pass
+            del distiller.super_pass
     return tracker.peak / 2**20
 
 

@@ -181,7 +181,7 @@ def test_profile_tool_clear_errors(tmp_path):
     plain = tmp_path / 'plain.py'
     plain.write_text(f"_base_ = [{CLS_DEMO!r}]\n"
                      "model = dict(backbone=dict(_delete_=True, type='ResNet', depth=18))\n")
-    assert 'the backbone ResNet is not an ADN backbone' in _profile_main(str(plain))
+    assert 'has no ADN backbone (its backbone is ResNet)' in _profile_main(str(plain))
     err = _profile_main(CLS_DEMO, '--cfg-options', 'model.backbone.depth=19')
     assert 'building the model failed: ValueError: depth=19' in err
     other = _classifier(depth=34, width=64)

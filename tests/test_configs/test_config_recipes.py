@@ -219,12 +219,13 @@ def test_detection_configs_train_with_the_authors_recipe(path):
     hook_cfg, = [h for h in cfg.custom_hooks if h.type == 'SubPathSpecializationHook']
     hook = HOOKS.build(copy.deepcopy(hook_cfg))
     assert isinstance(hook, SubPathSpecializationHook)
-    assert hook.alpha == 0.5 and hook.base_task_loss is True
-    assert hook.features == 'neck' and hook.level_reduction == 'mean'
-    assert isinstance(hook.feat_kd, SubPathKDLoss)
-    assert (hook.feat_kd.mode, hook.feat_kd.temperature, hook.feat_kd.topk) == \
+    loss = hook.distiller
+    assert loss.alpha == 0.5 and loss.base_task_loss is True
+    assert loss.features == 'neck' and loss.level_reduction == 'mean'
+    assert isinstance(loss.feat_kd, SubPathKDLoss)
+    assert (loss.feat_kd.mode, loss.feat_kd.temperature, loss.feat_kd.topk) == \
         ('pooled', 1.0, None)
-    assert hook.kd_warmup_iters == 0
+    assert loss.kd_warmup_iters == 0
     # the norms' statistics are frozen, as in mmdet's and the authors' detection training
     backbone = cfg.model.backbone
     assert backbone.type == 'SwinTransformerADN' or backbone.norm_eval is True

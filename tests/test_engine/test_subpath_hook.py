@@ -184,15 +184,24 @@ def test_dist_train_two_processes_on_cpu(det_data_root, tmp_path):
 
 def test_kd_warmup_ramps_the_kd_weight_and_bad_arguments():
     hook = SubPathSpecializationHook(alpha=0.5, kd_warmup_iters=10)
-    weights = []
-    for it in (0, 5, 10, 20):
-        hook._iter = it
-        weights.append(hook.kd_weight())
-    assert weights == [0.0, 0.25, 0.5, 0.5]
+    assert [hook.distiller.kd_weight(it) for it in (0, 5, 10, 20)] == [0.0, 0.25, 0.5, 0.5]
     with pytest.raises(ValueError, match='alpha=1.5'):
         SubPathSpecializationHook(alpha=1.5)
     with pytest.raises(ValueError, match="features='fpn'"):
         SubPathSpecializationHook(features='fpn')
+
+
+def test_kd_warmup_follows_the_runners_iteration(cls_data_root, tmp_path):
+    """kd_warmup_iters=2, alpha=0.5: the KD weight is 0 at iteration 0, 0.25 at 1."""
+    cfg = _cfg(CLS_DEMO, cls_overrides(cls_data_root), tmp_path)
+    cfg.custom_hooks[0].kd_warmup_iters = 2
+    cfg.train_cfg.val_interval = 10  # no validation
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    DefaultScope._instance_dict.clear()
+    rows = [r for r in read_scalars(str(tmp_path)) if 'loss' in r]
+    assert [r['loss_kd_feat'] == 0 for r in rows] == [True, False]
+    assert [r['loss_kd_logits'] == 0 for r in rows] == [True, False]
 
 
 def test_classifier_trains_with_ema_and_gradient_accumulation(cls_data_root, tmp_path):
@@ -254,17 +263,19 @@ def test_hook_names_an_option_that_does_not_parse():
 def test_level_reduction_sum_mean_and_one_random_level():
     torch.manual_seed(0)
     pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
-    kd = SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode='pooled')).feat_kd
+    kd = SubPathSpecializationHook(
+        feat_kd=dict(type='SubPathKDLoss', mode='pooled')).distiller.feat_kd
     terms = [kd(s, t).item() for s, t in pairs]
     assert len(set(terms)) == 3 and min(terms) > 0
     by = {r: SubPathSpecializationHook(feat_kd=dict(type='SubPathKDLoss', mode='pooled'),
-                                       level_reduction=r) for r in ('sum', 'mean', 'random')}
-    assert by['sum']._reduce_levels(pairs).item() == pytest.approx(sum(terms), rel=1e-6)
-    assert by['mean']._reduce_levels(pairs).item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+                                       level_reduction=r).distiller
+          for r in ('sum', 'mean', 'random')}
+    assert by['sum'].reduce_levels(pairs).item() == pytest.approx(sum(terms), rel=1e-6)
+    assert by['mean'].reduce_levels(pairs).item() == pytest.approx(sum(terms) / 3, rel=1e-6)
     drawn = set()
     for seed in range(12):
         torch.manual_seed(seed)
-        value = by['random']._reduce_levels(pairs).item()
+        value = by['random'].reduce_levels(pairs).item()
         drawn.add(min(range(3), key=lambda i: abs(terms[i] - value)))
         assert min(abs(t - value) for t in terms) < 1e-7  # exactly one level's term
     assert drawn == {0, 1, 2}
@@ -282,8 +293,8 @@ def test_neck_kd_on_a_detector_averages_the_fpn_levels(det_runner):
     levels = []
     with DefaultScope.overwrite_default_scope('mmdet'):
         hook.install(runner.model)
-        orig = hook._reduce_levels
-        hook._reduce_levels = lambda pairs: (levels.append(len(pairs)), orig(pairs))[1]
+        orig = hook.distiller.reduce_levels
+        hook.distiller.reduce_levels = lambda pairs: (levels.append(len(pairs)), orig(pairs))[1]
         losses = _one_batch_losses(runner)
         hook.uninstall()
     assert levels == [5]

@@ -23,7 +23,8 @@ from mmadn.analysis import (load_accuracy, plot_profile, profile_forward,
                             profile_subnets, save_profile)
 from mmadn.models.layers.skip import resolve_skips
 from mmadn.engine.launch import load_config, non_negative_int, positive_int, skips_argument
-from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, build_model, load_strictly
+from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, build_model,
+                          find_adn_backbone, load_strictly)
 
 
 def parse_args(argv=None):
@@ -106,14 +107,11 @@ def main(argv=None):
         _fail(str(err))
     try:
         model = build_checked(cfg, args.checkpoint, args.device)
-        backbone = getattr(model, 'backbone', None)
-        if not hasattr(backbone, 'num_skippable_stages'):
-            _fail(f'{args.config}: the backbone {type(backbone).__name__} is not an ADN '
-                  "backbone (e.g. type='ResNetADN'); there are no sub-networks to profile")
+        backbone = find_adn_backbone(model, user=args.config)
         skips = resolve_skips(args.skips, backbone.num_skippable_stages)
         accuracy, metric = (load_accuracy(args.results, args.metric) if args.results
                             else (None, None))
-    except (ValueError, RuntimeError, KeyError) as err:
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
         _fail(str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) else str(err))
     is_cls = profile_forward(model)[1] == 'classifier'
     h, w = args.shape or ((224, 224) if is_cls else (800, 1333))
