@@ -199,12 +199,12 @@ def test_switch_is_instant_and_skipping_restores():
     params_before = {k: v.clone() for k, v in model.state_dict().items()}
     with model.skipping('base') as m:
         assert m.skip == (True, ) * 4
-        assert model.layer4.skip and model.layer4[0].use_skip_norms
+        assert model.layer4.skip_subpath and model.layer4[0].use_skip_norms
     assert model.skip_str == 'TTFF'
-    assert model.layer1.skip and not model.layer3.skip
+    assert model.layer1.skip_subpath and not model.layer3.skip_subpath
     assert model.layer1[0].use_skip_norms and not model.layer3[0].use_skip_norms
     model.skip = 'FFFF'
-    assert not model.layer1.skip
+    assert not model.layer1.skip_subpath
     for k, v in model.state_dict().items():
         assert torch.equal(v, params_before[k])
 
@@ -330,8 +330,10 @@ def test_init_cfg_pretrained_from_a_plain_resnet_file(tmp_path, capsys):
 
 
 def test_plugins_pass_through_and_every_subnet_runs():
-    plugins = [dict(cfg=dict(type='ContextBlock', ratio=1. / 4), stages=(False, True, True, True),
-                    position='after_conv3')]
+    plugins = [
+        dict(cfg=dict(type='ContextBlock', ratio=1. / 4), stages=(False, True, True, True),
+             position='after_conv3')
+    ]
     m = _tiny(depth=50, plugins=plugins, base_channels=16).eval()
     assert len(m.layer2[0].after_conv3_plugin_names) == 1
     assert not m.layer1[0].after_conv3_plugin_names

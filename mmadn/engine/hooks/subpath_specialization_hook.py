@@ -1,5 +1,6 @@
 """Installs the sub-path specialization training (the paper's Algorithm 1) on any mmdet
 detector or mmpretrain classifier with an ADN backbone, without changing its class."""
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,27 +26,24 @@ class SubPathSpecializationHook(Hook):
             wrapper's under DDP) becomes a :class:`~mmadn.engine.TwoBackwardStep`, which
             backpropagates the super-net loss before the base-net runs: one autograd graph
             alive at a time, one optimizer step, the gradients of one backward of the sum
-            (up to float rounding). False: ``loss`` runs
-            both passes in one ``forward``, one backward (for a model whose own
-            ``train_step`` must be kept). ``benchmarks/bench_train_step.py`` measures both
-            (figures in the README).
+            (up to float rounding). False: ``loss`` runs both passes in one ``forward``, one
+            backward (for a model whose own ``train_step`` must be kept).
+            ``benchmarks/bench_train_step.py`` measures both (figures in the README).
     """
 
-    def __init__(self,
-                 alpha: float = 0.5,
-                 features: str = 'stages',
+    needs_adn_backbone = True  # a static export of the model drops it
+
+    def __init__(self, alpha: float = 0.5, features: str = 'stages',
                  feat_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='spatial'),
                  logit_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='pooled'),
-                 level_reduction: str = 'sum',
-                 base_task_loss: bool = False,
-                 kd_warmup_iters: int = 0,
-                 super_skip: Union[str, Sequence[bool]] = 'super',
-                 base_skip: Union[str, Sequence[bool]] = 'base',
-                 two_backward: bool = True):
-        self.distiller = SubPathDistiller(
-            alpha=alpha, features=features, feat_kd=feat_kd, logit_kd=logit_kd,
-            level_reduction=level_reduction, base_task_loss=base_task_loss,
-            kd_warmup_iters=kd_warmup_iters, super_skip=super_skip, base_skip=base_skip)
+                 level_reduction: str = 'sum', base_task_loss: bool = False,
+                 kd_warmup_iters: int = 0, super_skip: Union[str, Sequence[bool]] = 'super',
+                 base_skip: Union[str, Sequence[bool]] = 'base', two_backward: bool = True):
+        self.distiller = SubPathDistiller(alpha=alpha, features=features, feat_kd=feat_kd,
+                                          logit_kd=logit_kd, level_reduction=level_reduction,
+                                          base_task_loss=base_task_loss,
+                                          kd_warmup_iters=kd_warmup_iters, super_skip=super_skip,
+                                          base_skip=base_skip)
         if not isinstance(two_backward, bool):
             raise ValueError(f'two_backward={two_backward!r}: expected True or False')
         self.two_backward = two_backward
@@ -71,18 +69,19 @@ class SubPathSpecializationHook(Hook):
         wrapper = model
         model = model.module if is_model_wrapper(model) else model
         self.uninstall()
-        d = self.distiller
+        d, loss_fn = self.distiller, model.loss
         d.attach(model)
-        loss_fn = model.loss
-        model.loss = lambda inputs, data_samples: d.loss(loss_fn, inputs, data_samples,
-                                                         self.cur_iter)
-        self._model = model
+
+        def loss(inputs, samples):
+            return d.loss(loss_fn, inputs, samples, self.cur_iter)
+
+        def base_pass(inputs, samples, teacher):
+            return d.base_pass(loss_fn, inputs, samples, teacher, self.cur_iter)
+
+        model.loss, self._model = loss, model
         if self.two_backward:
-            step = TwoBackwardStep(
-                lambda inputs, samples: d.super_pass(loss_fn, inputs, samples),
-                lambda inputs, samples, teacher: d.base_pass(loss_fn, inputs, samples,
-                                                             teacher, self.cur_iter))
-            wrapper.train_step = lambda data, optim_wrapper: step(wrapper, data, optim_wrapper)
+            step = TwoBackwardStep(functools.partial(d.super_pass, loss_fn), base_pass)
+            wrapper.train_step = functools.partial(step, wrapper)
             self._wrapper = wrapper
 
     def uninstall(self) -> None:
