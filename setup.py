@@ -63,7 +63,9 @@ if __name__ == '__main__':
         python_requires='>=3.8',
         # torch/torchvision/mmcv are left to tools/bootstrap.sh (or the user's own CUDA build)
         install_requires=read_requirements('runtime.txt'),
-        extras_require={'tests': read_requirements('tests.txt'),
-                        'analysis': read_requirements('analysis.txt')},
+        extras_require={
+            'tests': read_requirements('tests.txt'),
+            'analysis': read_requirements('analysis.txt')
+        },
         license='Apache License 2.0',
         zip_safe=False)

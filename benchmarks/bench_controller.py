@@ -65,20 +65,18 @@ while time.monotonic() < deadline:
 
 
 @contextmanager
-def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0,
-                    nice: int = 0):
+def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0, nice: int = 0):
     """``procs`` processes doing matrix products on ``cores`` (one BLAS thread each, busy
     ``duty`` of the time, at ``nice`` priority) while the block runs; each ends by itself
     after ``max_seconds`` and is killed on exit."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1',
-               MKL_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')
     started = []
     try:
         for _ in range(procs):
-            proc = subprocess.Popen([sys.executable, '-c', LOAD_CODE, str(max_seconds),
-                                     str(duty)],
-                                    env=env, stdout=subprocess.DEVNULL,
-                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            proc = subprocess.Popen(
+                [sys.executable, '-c', LOAD_CODE,
+                 str(max_seconds), str(duty)], env=env, stdout=subprocess.DEVNULL,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None)
             started.append(proc)
             if cores is not None and hasattr(os, 'sched_setaffinity'):
                 os.sched_setaffinity(proc.pid, cores)
@@ -94,8 +92,9 @@ def background_load(procs: int, cores, max_seconds: float, duty: float = 1.0,
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=CONFIG)
-    parser.add_argument('--checkpoint', help='weights (default: random init; latency and '
-                        'GFLOPs do not depend on them)')
+    parser.add_argument(
+        '--checkpoint', help='weights (default: random init; latency and '
+        'GFLOPs do not depend on them)')
     parser.add_argument('--data', default=osp.join(ROOT, 'data', 'demo_shapes'),
                         help='demo_shapes root (generated when missing)')
     parser.add_argument('--size', type=int, default=320, help='frames resized to this')
@@ -103,28 +102,31 @@ def parse_args(argv=None):
                         help='RPN proposals per image (the demo config: 100)')
     parser.add_argument('--max-dets', type=int, default=5,
                         help='detections (and masks) per image (the demo config: 20)')
-    parser.add_argument('--budget-ms', default='auto',
-                        help="budget per call in ms, or 'auto' (--budget-factor x the "
-                        "super-net's calibrated latency)")
+    parser.add_argument(
+        '--budget-ms', default='auto',
+        help="budget per call in ms, or 'auto' (--budget-factor x the "
+        "super-net's calibrated latency)")
     parser.add_argument('--budget-factor', type=float, default=1.3)
     parser.add_argument('--steps', type=int, nargs=3, default=[25, 60, 35],
                         metavar=('QUIET', 'LOADED', 'QUIET_AFTER'),
                         help='steps (3 calls each) of the three phases')
     parser.add_argument('--settle', type=int, default=5,
                         help='steps left out at the start of a phase for the settled share')
-    parser.add_argument('--cores', default='0',
-                        help="cores for the inference and the load ('all': every core "
-                        'this process may use)')
+    parser.add_argument(
+        '--cores', default='0', help="cores for the inference and the load ('all': every core "
+        'this process may use)')
     parser.add_argument('--load-procs', type=int, default=1,
                         help='background processes during the loaded phase')
     parser.add_argument('--load-duty', type=float, default=1.0,
                         help='share of the time each load process computes (0-1]')
-    parser.add_argument('--cost', default='gflops', choices=['gflops', 'latency'],
-                        help="the controller's front: by GFLOPs (default; a busy machine's "
-                        'profile latencies are noisy) or by profiled latency')
-    parser.add_argument('--load-nice', type=int, default=4,
-                        help='nice value of the load processes: at 4 the kernel gives the '
-                        'inference about 1024 / (1024 + 423) of a core they share')
+    parser.add_argument(
+        '--cost', default='gflops', choices=['gflops', 'latency'],
+        help="the controller's front: by GFLOPs (default; a busy machine's "
+        'profile latencies are noisy) or by profiled latency')
+    parser.add_argument(
+        '--load-nice', type=int, default=4,
+        help='nice value of the load processes: at 4 the kernel gives the '
+        'inference about 1024 / (1024 + 423) of a core they share')
     parser.add_argument('--threads', type=int, default=1, help='torch threads')
     parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip')
     parser.add_argument('--metric', help='metric of --results')
@@ -144,21 +146,19 @@ def build_inferencer(args):
         if step['type'] == 'Resize':
             step['scale'] = (args.size, args.size)
     torch.manual_seed(0)
-    return DetInferencer(model=cfg, weights=args.checkpoint, device='cpu',
-                         show_progress=False)
+    return DetInferencer(model=cfg, weights=args.checkpoint, device='cpu', show_progress=False)
 
 
 def phase_figures(log, budget_ms, gflops, accuracy, first, last, settle_calls):
     calls = log[first:last]
     settled = calls[settle_calls:]
     lat = [c['latency_ms'] for c in calls]
-    out = dict(calls=len(calls),
-               over_budget=sum(v > budget_ms for v in lat) / len(calls),
-               over_budget_settled=sum(c['latency_ms'] > budget_ms for c in settled)
-               / max(1, len(settled)),
-               p90_ms=nearest_rank_quantile(lat, 0.9),
-               median_ms=nearest_rank_quantile(lat, 0.5),
-               mean_gflops=sum(gflops[c['skip']] for c in calls) / len(calls))
+    out = dict(
+        calls=len(calls), over_budget=sum(v > budget_ms for v in lat) / len(calls),
+        over_budget_settled=sum(c['latency_ms'] > budget_ms
+                                for c in settled) / max(1, len(settled)),
+        p90_ms=nearest_rank_quantile(lat, 0.9), median_ms=nearest_rank_quantile(lat, 0.5),
+        mean_gflops=sum(gflops[c['skip']] for c in calls) / len(calls))
     if accuracy is not None:
         out['mean_accuracy'] = sum(accuracy[c['skip']] for c in calls) / len(calls)
     return out
@@ -184,12 +184,14 @@ def markdown(report) -> str:
                 row += f" {f['mean_accuracy']:.4f} |"
             lines.append(row)
     c = report['controller']
-    lines += ['', f"Controller: front {' < '.join(c['levels'])}; "
-              f"latency per call measured {c['measured_ms']}, expected (fit) "
-              f"{c['expected_ms']}; "
-              f"{c['switches']} depth changes; down {c['calls_to_go_down']} calls after the "
-              f"load started; back at {c['levels'][-1]} {c['calls_to_return']} calls after "
-              'it ended.']
+    lines += [
+        '', f"Controller: front {' < '.join(c['levels'])}; "
+        f"latency per call measured {c['measured_ms']}, expected (fit) "
+        f"{c['expected_ms']}; "
+        f"{c['switches']} depth changes; down {c['calls_to_go_down']} calls after the "
+        f"load started; back at {c['levels'][-1]} {c['calls_to_return']} calls after "
+        'it ended.'
+    ]
     return '\n'.join(lines) + '\n'
 
 
@@ -207,17 +209,14 @@ def main(argv=None):
     frames = [mmcv.imread(f) for f in files]
     inferencer = build_inferencer(args)
     model = inferencer.model
-    backbone = model.backbone
     call = dict(return_datasamples=True, no_save_pred=True)
 
     # profile (GFLOPs of backbone + neck) on the first frame, unloaded
-    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(frames[0]),
-                                              batch_size=1)))
+    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(frames[0]), batch_size=1)))
     inputs = model.data_preprocessor(data, False)['inputs']
     profile = profile_subnets(model, inputs, warmup=1, repeats=3)
     gflops = {r['skip']: r['gflops'] for r in profile}
-    accuracy, metric = (load_accuracy(args.results, args.metric) if args.results
-                        else (None, None))
+    accuracy, metric = (load_accuracy(args.results, args.metric) if args.results else (None, None))
     super_skip, base_skip = profile[0]['skip'], profile[-1]['skip']
 
     # the controller: calibrated on whole calls; the fixed contenders are controllers whose
@@ -255,8 +254,8 @@ def main(argv=None):
     try:
         for step in range(total):
             if step == quiet:
-                load = background_load(args.load_procs, cores, max_seconds=300,
-                                       duty=args.load_duty, nice=args.load_nice)
+                load = background_load(args.load_procs, cores, max_seconds=300, duty=args.load_duty,
+                                       nice=args.load_nice)
                 load.__enter__()
                 load_start = time.perf_counter()
             if step == quiet + loaded:
@@ -279,44 +278,49 @@ def main(argv=None):
     figures = {}
     for name, c in contenders.items():
         log = c.log[start[name]:]
-        figures[name] = {p: phase_figures(log, budget, gflops, accuracy, a, b, args.settle)
-                         for p, (a, b) in bounds.items()}
+        figures[name] = {
+            p: phase_figures(log, budget, gflops, accuracy, a, b, args.settle)
+            for p, (a, b) in bounds.items()
+        }
     log = ctrl.log[start['controller']:]
     skips = [c['skip'] for c in log]
     deepest = ctrl.levels[-1]
-    down = next((i - quiet for i in range(quiet, quiet + loaded) if skips[i] != deepest),
-                None)
+    down = next((i - quiet for i in range(quiet, quiet + loaded) if skips[i] != deepest), None)
     back = next((i - quiet - loaded for i in range(quiet + loaded, total)
                  if skips[i] == deepest and all(s == deepest for s in skips[i:i + 5])), None)
     report = dict(
-        budget_ms=budget, budget_note=note, steps=args.steps, settle=args.settle,
-        size=args.size, threads=args.threads, cores=sorted(cores) if cores else 'all',
-        load_procs=args.load_procs, wall_s=wall, metric=metric,
+        budget_ms=budget, budget_note=note, steps=args.steps, settle=args.settle, size=args.size,
+        threads=args.threads, cores=sorted(cores) if cores else 'all', load_procs=args.load_procs,
+        wall_s=wall, metric=metric,
         machine=(f'{platform.machine()}, {os.cpu_count()} cores (others work on them too), '
                  f'torch {torch.__version__}, {args.threads} thread(s), inference and load '
                  f"pinned to cores {sorted(cores) if cores else 'all'}, {args.load_procs} "
                  f'load process(es) (nice {args.load_nice}, busy {args.load_duty:g} of the '
                  f'time), frames {args.size} px, {args.proposals} proposals, '
-                 f'{args.max_dets} detections, {wall:.0f} s.'),
-        profile=profile, figures=figures,
+                 f'{args.max_dets} detections, {wall:.0f} s.'), profile=profile, figures=figures,
         controller=dict(levels=ctrl.levels,
-                        measured_ms={s: round(calibrated[s], 1) for s in ctrl.levels},
-                        expected_ms={s: round(v, 1) for s, v in ctrl.expected_ms.items()},
-                        fit=ctrl.fit,
+                        measured_ms={s: round(calibrated[s], 1)
+                                     for s in ctrl.levels}, expected_ms={
+                                         s: round(v, 1)
+                                         for s, v in ctrl.expected_ms.items()
+                                     }, fit=ctrl.fit,
                         switches=ctrl.summary(start['controller'])['switches'],
-                        calls_to_go_down=down, calls_to_return=back),
-        logs={n: c.log[start[n]:] for n, c in contenders.items()})
+                        calls_to_go_down=down, calls_to_return=back), logs={
+                            n: c.log[start[n]:]
+                            for n, c in contenders.items()
+                        })
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out + '.json', 'w') as f:
         json.dump(report, f, indent=1)
     text = markdown(report)
     with open(args.out + '.md', 'w') as f:
         f.write(text)
-    plot_controller_log(log, args.out + '.png', budget, ctrl.levels,
-                        others={n: c.log[start[n]:] for n, c in contenders.items()
-                                if n != 'controller'},
-                        spans=spans, title=f'Mask R-CNN R-18-ADN, {args.size} px, CPU: '
-                        f'budget {budget:.0f} ms, load in the shaded span')
+    plot_controller_log(
+        log, args.out + '.png', budget, ctrl.levels, others={
+            n: c.log[start[n]:]
+            for n, c in contenders.items() if n != 'controller'
+        }, spans=spans, title=f'Mask R-CNN R-18-ADN, {args.size} px, CPU: '
+        f'budget {budget:.0f} ms, load in the shaded span')
     print(text)
     print(f'wrote {args.out}.json, .md, .png')
     return report

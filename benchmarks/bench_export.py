@@ -18,11 +18,10 @@ import mmadn  # noqa: F401
 from mmadn.analysis import measure_latency
 from mmadn.deploy import build_model, export_static, max_abs_diff, num_params
 
-CLASSIFIER = dict(
-    type='ImageClassifier',
-    backbone=dict(type='ResNetADN', depth=50, out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
+CLASSIFIER = dict(type='ImageClassifier', backbone=dict(type='ResNetADN', depth=50,
+                                                        out_indices=(3, )),
+                  neck=dict(type='GlobalAveragePooling'),
+                  head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
 
 
 def parse_args(argv=None):
@@ -64,13 +63,16 @@ def main(argv=None):
     for batch in args.batch:
         x = torch.randn(batch, 3, args.size, args.size, device=args.device)
         diff = max_abs_diff(adaptive, static, x)
-        fns = {'adaptive': lambda: adaptive(x, mode='tensor'),
-               'static': lambda: static(x, mode='tensor')}
+        fns = {
+            'adaptive': lambda: adaptive(x, mode='tensor'),
+            'static': lambda: static(x, mode='tensor')
+        }
         times = measure_latency(fns, warmup=args.warmup, repeats=args.repeats)
         a, s = times['adaptive'], times['static']
-        print(f'| {batch} | {diff:.2g} | {a["median_ms"]:.1f} ms ({a["p25_ms"]:.1f}-'
-              f'{a["p75_ms"]:.1f}) | {s["median_ms"]:.1f} ms ({s["p25_ms"]:.1f}-'
-              f'{s["p75_ms"]:.1f}) | {s["median_ms"] / a["median_ms"]:.3f} |', flush=True)
+        print(
+            f'| {batch} | {diff:.2g} | {a["median_ms"]:.1f} ms ({a["p25_ms"]:.1f}-'
+            f'{a["p75_ms"]:.1f}) | {s["median_ms"]:.1f} ms ({s["p25_ms"]:.1f}-'
+            f'{s["p75_ms"]:.1f}) | {s["median_ms"] / a["median_ms"]:.3f} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -19,15 +19,16 @@ import sys
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmpretrain.registry import MODELS  # noqa: E402
+
 import mmadn  # noqa: E402,F401
 from mmadn.analysis import count_flops, measure_latency  # noqa: E402
-from mmpretrain.registry import MODELS  # noqa: E402
 
 
 def classifier(backbone: dict):
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))).eval()
+    return MODELS.build(
+        dict(type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))).eval()
 
 
 def main():
@@ -55,9 +56,10 @@ def main():
         model.to(args.device)
         gflops[name] = count_flops(model, x[:1], lambda t, m=model: m(t, mode='tensor')) / 1e9
     fns = {name: (lambda m=model: m(x, mode='tensor')) for name, model in models.items()}
-    print(f'{len(models)} classifiers, batch {args.batch_size} x {args.size} px on '
-          f'{args.device} ({torch.get_num_threads()} threads), {args.repeats} interleaved '
-          'rounds', flush=True)
+    print(
+        f'{len(models)} classifiers, batch {args.batch_size} x {args.size} px on '
+        f'{args.device} ({torch.get_num_threads()} threads), {args.repeats} interleaved '
+        'rounds', flush=True)
     t = measure_latency(fns, warmup=args.warmup, repeats=args.repeats, progress=True)
     print(f'\n{"model":<18} {"GFLOPs":>7} {"median ms":>10} {"p25":>8} {"p75":>8}')
     for name in models:

@@ -56,12 +56,13 @@ def build(task: str, device: str, batch: int, size, amp: bool = False):
         from mmpretrain.registry import MODELS
         from mmpretrain.structures import DataSample
         scope = 'mmpretrain'
-        model = MODELS.build(dict(
-            type='ImageClassifier',
-            backbone=dict(type='ResNetADN', depth=50, out_indices=(3, )),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048,
-                      loss=dict(type='CrossEntropyLoss'))))
+        model = MODELS.build(
+            dict(
+                type='ImageClassifier', backbone=dict(type='ResNetADN', depth=50,
+                                                      out_indices=(3, )),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048,
+                          loss=dict(type='CrossEntropyLoss'))))
         inputs = torch.randn(batch, 3, h, w, device=device)
         samples = [DataSample().set_gt_label(i % 1000) for i in range(batch)]
     else:
@@ -73,19 +74,19 @@ def build(task: str, device: str, batch: int, size, amp: bool = False):
         from mmdet.structures.mask import BitmapMasks
         from mmengine.structures import InstanceData
         scope = 'mmdet'
-        cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs',
-                                       '_base_', 'models', 'mask-rcnn_r50_fpn.py'))
-        cfg.model.backbone = dict(type='ResNetADN', depth=50, frozen_stages=1,
-                                  norm_eval=True, init_cfg=None)
+        cfg = Config.fromfile(
+            osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', '_base_', 'models',
+                     'mask-rcnn_r50_fpn.py'))
+        cfg.model.backbone = dict(type='ResNetADN', depth=50, frozen_stages=1, norm_eval=True,
+                                  init_cfg=None)
         cfg.model.pop('data_preprocessor')
         model = MODELS.build(cfg.model)
         pad = (-(-h // 32) * 32, -(-w // 32) * 32)  # mmdet pads to a multiple of 32
         inputs = torch.randn(batch, 3, *pad, device=device)
         samples = []
         for _ in range(batch):
-            s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                                            pad_shape=pad, scale_factor=(1., 1.),
-                                            batch_input_shape=pad))
+            s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(
+                h, w), pad_shape=pad, scale_factor=(1., 1.), batch_input_shape=pad))
             gt = InstanceData()
             boxes = torch.tensor([[0.08, 0.1, 0.6, 0.64], [0.4, 0.2, 0.96, 0.8]])
             boxes = boxes * torch.tensor([w, h, w, h])
@@ -251,9 +252,12 @@ def peak_rss_mib() -> float:
 
 def child_rss(args, size, kind):
     """(peak RSS, peak RSS minus the RSS once the model is built) of a fresh process."""
-    cmd = [sys.executable, __file__, '--task', args.task, '--device', 'cpu', '--batch',
-           str(args.batch), '--size', str(size[0]), str(size[1]), '--kd-mode', args.kd_mode,
-           '--only', kind]
+    cmd = [
+        sys.executable, __file__, '--task', args.task, '--device', 'cpu', '--batch',
+        str(args.batch), '--size',
+        str(size[0]),
+        str(size[1]), '--kd-mode', args.kd_mode, '--only', kind
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     words = out.split('built_rss_mib')[-1].split()
     built, peak = float(words[0]), float(words[2])
@@ -290,8 +294,8 @@ def main():
     gpu = args.device == 'cuda'
     if args.batch is None:
         args.batch = (64 if gpu else 8) if args.task == 'cls' else (2 if gpu else 1)
-    size = tuple(args.size or ((224, 224) if args.task == 'cls' else
-                               ((800, 1333) if gpu else (512, 512))))
+    size = tuple(args.size or ((224, 224) if args.task == 'cls' else ((800, 1333) if gpu else
+                                                                      (512, 512))))
     if args.only:
         return run_only(args, size)
 
@@ -328,11 +332,10 @@ def main():
               f'batch={args.batch} size={size[0]}x{size[1]} amp={args.amp} '
               f'repeats={args.repeats} torch={torch.__version__} '
               f'threads={torch.get_num_threads()}')
-    mem_name, mem = (('CUDA max allocated MiB', cuda_peak) if gpu else
-                     ('peak RSS MiB', rss))
+    mem_name, mem = (('CUDA max allocated MiB', cuda_peak) if gpu else ('peak RSS MiB', rss))
     print(header)
-    print(f'| step | median s | time / plain | CPU s | CPU / plain | peak saved MiB | saved / plain | {mem_name} '
-          f'| {mem_name.split(" MiB")[0]} / plain |')
+    print('| step | median s | time / plain | CPU s | CPU / plain | peak saved MiB | '
+          f'saved / plain | {mem_name} | {mem_name.split(" MiB")[0]} / plain |')
     print('|---|---|---|---|---|---|---|---|---|')
     for k in KINDS:
         m = f'{mem[k]:.0f} | {ratio(mem, k):.2f}x' if k in mem else 'n/a | n/a'
@@ -341,17 +344,17 @@ def main():
               f'| {ratio(saved, k):.2f}x | {m} |')
     if step_rss:
         print(f'peak RSS minus the RSS of the built model (medians of {args.rss_runs} fresh '
-              'processes each): ' + ', '.join(
-                  f'{k} {step_rss[k]:.0f} MiB ({ratio(step_rss, k):.2f}x)' for k in KINDS))
+              'processes each): ' +
+              ', '.join(f'{k} {step_rss[k]:.0f} MiB ({ratio(step_rss, k):.2f}x)' for k in KINDS))
     t, name = (median, 'wall') if gpu else (cpu_median, 'CPU')
     print(f"goals (two backwards): saved / plain <= 1.10x: "
           f"{ratio(saved, 'two_backward'):.2f}x; {name} time <= one backward's: "
           f"{ratio(t, 'two_backward'):.2f}x vs {ratio(t, 'one_backward'):.2f}x plain")
     if args.json:
-        result = dict(task=args.task, kd_mode=args.kd_mode, device=args.device,
-                      batch=args.batch, size=list(size), amp=args.amp, repeats=args.repeats,
-                      torch=torch.__version__, median_s=median, cpu_median_s=cpu_median,
-                      saved_mib=saved, times_s=times, cpu_times_s=cpu_times)
+        result = dict(task=args.task, kd_mode=args.kd_mode, device=args.device, batch=args.batch,
+                      size=list(size), amp=args.amp, repeats=args.repeats, torch=torch.__version__,
+                      median_s=median, cpu_median_s=cpu_median, saved_mib=saved, times_s=times,
+                      cpu_times_s=cpu_times)
         result['cuda_max_allocated_mib' if gpu else 'peak_rss_mib'] = mem
         if step_rss:
             result['step_rss_mib'] = step_rss

@@ -22,8 +22,8 @@ DET_DEMO = 'configs/demo/mask_rcnn_r18_adn_fpn_demo.py'
 CLS_DEMO = 'configs/demo/resnet18_adn_demo.py'
 R50_ADN = 'configs/imagenet/resnet50_adn_8xb32_in1k.py'
 # per step: seconds allowed (the sum stays under 8 minutes)
-TIMEOUTS = dict(amp_train_det=90, amp_train_cls=60, amp_step=45, bench_cls=90,
-                bench_det=90, profile_r50=75)
+TIMEOUTS = dict(amp_train_det=90, amp_train_cls=60, amp_step=45, bench_cls=90, bench_det=90,
+                profile_r50=75)
 
 
 def parse_args(argv=None):
@@ -57,9 +57,11 @@ def run(cmd, timeout):
 
 def amp_train(config, work_dir, iters, amp, timeout):
     """``tools/train.py --amp`` for a few iterations; the logged losses must be finite."""
-    cmd = ['tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
-           f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-           'default_hooks.logger.interval=1', f'default_hooks.checkpoint.interval={iters}']
+    cmd = [
+        'tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        'default_hooks.logger.interval=1', f'default_hooks.checkpoint.interval={iters}'
+    ]
     if amp:
         cmd.insert(2, '--amp')
     ok, seconds, tail = run(cmd, timeout)
@@ -106,9 +108,10 @@ def amp_step(device, amp):
         model.init_weights()
         model.to(device).train()
         g = torch.Generator().manual_seed(0)
-        data = dict(inputs=[torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8)
-                            for _ in range(8)],
-                    data_samples=[DataSample().set_gt_label(k % 4) for k in range(8)])
+        data = dict(
+            inputs=[
+                torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8) for _ in range(8)
+            ], data_samples=[DataSample().set_gt_label(k % 4) for k in range(8)])
         init = {n: p.detach().clone() for n, p in model.named_parameters()}
         result, params = {}, {}
         for two_backward in (False, True):
@@ -132,29 +135,35 @@ def amp_step(device, amp):
             name = 'two_backward' if two_backward else 'one_backward'
             result[name] = dict(
                 features_dtype=dtypes['features'],
-                kd_dtypes={k: str(log_vars[k].dtype) for k in ('loss_kd_feat',
-                                                                'loss_kd_logits')},
-                losses={k: float(v) for k, v in log_vars.items()})
+                kd_dtypes={k: str(log_vars[k].dtype)
+                           for k in ('loss_kd_feat', 'loss_kd_logits')}, losses={
+                               k: float(v)
+                               for k, v in log_vars.items()
+                           })
             params[name] = {n: p.detach() for n, p in m.named_parameters()}
     update = max((params['one_backward'][n] - init[n]).abs().max().item() for n in init)
-    diff = max((params['two_backward'][n] - params['one_backward'][n]).abs().max().item()
-               for n in init)
+    diff = max(
+        (params['two_backward'][n] - params['one_backward'][n]).abs().max().item() for n in init)
     result['max_update'], result['rel_diff'] = update, diff / max(update, 1e-30)
-    finite = all(math.isfinite(v) for r in (result['one_backward'], result['two_backward'])
-                 for v in r['losses'].values())
-    fp32_kd = all(d == 'torch.float32' for r in (result['one_backward'],
-                                                 result['two_backward'])
+    finite = all(
+        math.isfinite(v) for r in (result['one_backward'], result['two_backward'])
+        for v in r['losses'].values())
+    fp32_kd = all(d == 'torch.float32' for r in (result['one_backward'], result['two_backward'])
                   for d in r['kd_dtypes'].values())
     fp16_feats = result['two_backward']['features_dtype'] == 'torch.float16'
-    result['ok'] = (finite and fp32_kd and (fp16_feats or not amp) and update > 0 and
-                    result['rel_diff'] < 1e-2)
+    result['ok'] = (finite and fp32_kd and (fp16_feats or not amp) and update > 0
+                    and result['rel_diff'] < 1e-2)
     return result
 
 
 def bench(task, device, batch, size, out_json, timeout, repeats):
-    cmd = ['benchmarks/bench_train_step.py', '--task', task, '--device', device, '--batch',
-           str(batch), '--size', str(size[0]), str(size[1]), '--repeats', str(repeats),
-           '--no-rss', '--json', out_json]
+    cmd = [
+        'benchmarks/bench_train_step.py', '--task', task, '--device', device, '--batch',
+        str(batch), '--size',
+        str(size[0]),
+        str(size[1]), '--repeats',
+        str(repeats), '--no-rss', '--json', out_json
+    ]
     ok, seconds, tail = run(cmd, timeout)
     result = dict(seconds=round(seconds, 1), ok=ok)
     if ok:
@@ -167,9 +176,13 @@ def bench(task, device, batch, size, out_json, timeout, repeats):
 
 
 def profile(device, batch, size, stem, timeout, repeats):
-    cmd = ['tools/analysis_tools/profile_subnets.py', R50_ADN, '--device', device,
-           '--batch-size', str(batch), '--shape', str(size), str(size), '--skips',
-           'FFFF,TTTT', '--repeats', str(repeats), '--warmup', '3', '--out', stem]
+    cmd = [
+        'tools/analysis_tools/profile_subnets.py', R50_ADN, '--device', device, '--batch-size',
+        str(batch), '--shape',
+        str(size),
+        str(size), '--skips', 'FFFF,TTTT', '--repeats',
+        str(repeats), '--warmup', '3', '--out', stem
+    ]
     ok, seconds, tail = run(cmd, timeout)
     result = dict(seconds=round(seconds, 1), ok=ok)
     if ok:
@@ -179,9 +192,9 @@ def profile(device, batch, size, stem, timeout, repeats):
         g = base['gflops'] / full['gflops']
         t = base['latency_ms'] / full['latency_ms']
         result.update(gflops=dict(FFFF=full['gflops'], TTTT=base['gflops']),
-                      latency_ms=dict(FFFF=full['latency_ms'], TTTT=base['latency_ms']),
-                      gflops_ratio=g, latency_ratio=t, cut_ratio=(1 - t) / (1 - g),
-                      paper_cut_ratio=0.97)
+                      latency_ms=dict(FFFF=full['latency_ms'],
+                                      TTTT=base['latency_ms']), gflops_ratio=g, latency_ratio=t,
+                      cut_ratio=(1 - t) / (1 - g), paper_cut_ratio=0.97)
     else:
         result['output_tail'] = tail
     return result
@@ -191,8 +204,7 @@ def _ratios(r, key):
     v = r.get(key) or {}
     if 'plain' not in v:
         return 'n/a'
-    return ' / '.join(f"{v[k] / v['plain']:.2f}" for k in ('plain', 'one_backward',
-                                                           'two_backward'))
+    return ' / '.join(f"{v[k] / v['plain']:.2f}" for k in ('plain', 'one_backward', 'two_backward'))
 
 
 def table(report) -> str:
@@ -204,12 +216,14 @@ def table(report) -> str:
 
     for name in ('amp_train_det', 'amp_train_cls'):
         r = s[name]
-        row(name, f"{r.get('iters_logged', 0)} iterations, losses finite: "
+        row(
+            name, f"{r.get('iters_logged', 0)} iterations, losses finite: "
             f"{r.get('losses_finite')}, loss {r.get('first_loss', float('nan')):.3f} -> "
             f"{r.get('last_loss', float('nan')):.3f}, {r['seconds']} s")
     r = s['amp_step']
     if 'two_backward' in r:
-        row('amp_step', f"features {r['two_backward']['features_dtype']}, KD "
+        row(
+            'amp_step', f"features {r['two_backward']['features_dtype']}, KD "
             f"{sorted(set(r['two_backward']['kd_dtypes'].values()))}, two vs one backward: "
             f"max diff {r['rel_diff']:.2e} of the update")
     else:
@@ -217,7 +231,8 @@ def table(report) -> str:
     for name in ('bench_cls', 'bench_det'):
         r = s[name]
         if 'median_s' in r:
-            row(name, f"batch {r['batch']} at {r['size'][0]}x{r['size'][1]}; plain / one / "
+            row(
+                name, f"batch {r['batch']} at {r['size'][0]}x{r['size'][1]}; plain / one / "
                 f"two backward: time {_ratios(r, 'median_s')}, CUDA max allocated "
                 f"{_ratios(r, 'cuda_max_allocated_mib')} (plain "
                 f"{r.get('cuda_max_allocated_mib', {}).get('plain', float('nan')):.0f} MiB), "
@@ -226,7 +241,8 @@ def table(report) -> str:
             row(name, 'failed')
     r = s['profile_r50']
     if 'cut_ratio' in r:
-        row('profile_r50', f"TTTT / FFFF: GFLOPs x{r['gflops_ratio']:.3f}, latency "
+        row(
+            'profile_r50', f"TTTT / FFFF: GFLOPs x{r['gflops_ratio']:.3f}, latency "
             f"x{r['latency_ratio']:.3f}: latency cut = {r['cut_ratio']:.2f} x the GFLOPs cut "
             f"(the paper: 0.97)")
     else:
@@ -237,16 +253,17 @@ def table(report) -> str:
 def main(argv=None):
     args = parse_args(argv)
     if not args.cpu_smoke and not cuda_available():
-        print('gpu_check: no CUDA device is available here (torch.cuda.is_available() is '
-              'False); run it on a machine with one CUDA GPU', file=sys.stderr)
+        print(
+            'gpu_check: no CUDA device is available here (torch.cuda.is_available() is '
+            'False); run it on a machine with one CUDA GPU', file=sys.stderr)
         return 2
     import torch
     smoke = args.cpu_smoke
     device = 'cpu' if smoke else 'cuda'
     out = args.out
     os.makedirs(osp.join(ROOT, out), exist_ok=True)
-    report = dict(device=device if smoke else torch.cuda.get_device_name(),
-                  torch=torch.__version__, cpu_smoke=smoke, steps={})
+    report = dict(device=device if smoke else torch.cuda.get_device_name(), torch=torch.__version__,
+                  cpu_smoke=smoke, steps={})
     steps = report['steps']
     iters = 2 if smoke else 20
     t_all = time.perf_counter()

@@ -5,7 +5,5 @@
 # model.backbone.init_cfg.checkpoint=PATH model.backbone.init_cfg.prefix=backbone.
 _base_ = './faster_rcnn_r50_adn_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        depth=101,
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))
+model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained',
+                                                    checkpoint='torchvision://resnet101')))

@@ -4,8 +4,5 @@
 # weights: torchvision's ResNet-101).
 _base_ = './mask_rcnn_r50-base_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        depth=101,
-        stage_blocks=(2, 2, 12, 2),
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))
+model = dict(backbone=dict(depth=101, stage_blocks=(
+    2, 2, 12, 2), init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))

@@ -19,8 +19,8 @@ model = dict(backbone=dict(type='ResNetADN', skip='super'))
 
 custom_hooks = [
     dict(type='SubPathSpecializationHook', alpha=0.5, features='neck',
-         feat_kd=dict(type='SubPathKDLoss', mode='pooled'), level_reduction='mean',
-         base_task_loss=True)
+         feat_kd=dict(type='SubPathKDLoss',
+                      mode='pooled'), level_reduction='mean', base_task_loss=True)
 ]
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop

@@ -76,27 +76,26 @@ def main(argv=None):
         inferencer = StrictDetInferencer(model=args.config, weights=args.checkpoint,
                                          device=args.device, show_progress=False)
         backbone = find_adn_backbone(inferencer.model)
-        skips = [format_skip(s) for s in resolve_skips(args.skips,
-                                                       backbone.num_skippable_stages)]
+        skips = [format_skip(s) for s in resolve_skips(args.skips, backbone.num_skippable_stages)]
     except (TypeError, ValueError, *CHECKPOINT_ERRORS) as err:
         raise SystemExit(f'error: {err}') from None
     image = mmcv.imread(args.image, channel_order='rgb')
-    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(image),
-                                              batch_size=1)))
-    latency = measure_latency({s: lambda: inferencer.model.test_step(data) for s in skips},
-                              warmup=1, repeats=args.repeats, setup=backbone.set_skip)
+    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(image), batch_size=1)))
+    latency = measure_latency({s: lambda: inferencer.model.test_step(data)
+                               for s in skips}, warmup=1, repeats=args.repeats,
+                              setup=backbone.set_skip)
     panels = []
     for skip in skips:
         backbone.set_skip(skip)
-        result = inferencer(image, return_vis=True, no_save_vis=True,
-                            pred_score_thr=args.score_thr)
+        result = inferencer(image, return_vis=True, no_save_vis=True, pred_score_thr=args.score_thr)
         drawn = result['visualization'][0]
         count = sum(s >= args.score_thr for s in result['predictions'][0]['scores'])
         ms = latency[skip]['median_ms']
         print(f'{skip}: {ms:.1f} ms (median of {args.repeats}), {count} detections >= '
               f'{args.score_thr}')
-        panels.append(np.concatenate(
-            [header(inferencer.visualizer, drawn.shape[1], f'{skip}  {ms:.1f} ms'), drawn]))
+        panels.append(
+            np.concatenate(
+                [header(inferencer.visualizer, drawn.shape[1], f'{skip}  {ms:.1f} ms'), drawn]))
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)
     mmcv.imwrite(mmcv.rgb2bgr(np.concatenate(panels, axis=1)), args.out)

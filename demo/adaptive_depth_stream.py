@@ -42,10 +42,12 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='stream.png', help='the plot to write (.png)')
     parser.add_argument('--log', help='also write the per-frame log (time, latency, skip) '
                         'as JSON')
-    parser.add_argument('--profile', help='a profile .json of profile_subnets.py (default: '
-                        'profile here, on the first frame)')
-    parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip: '
-                        'move along the most accurate sub-networks')
+    parser.add_argument(
+        '--profile', help='a profile .json of profile_subnets.py (default: '
+        'profile here, on the first frame)')
+    parser.add_argument(
+        '--results', help='subnet_results.json of tools/test.py --skip: '
+        'move along the most accurate sub-networks')
     parser.add_argument('--skips', default='all',
                         help="sub-networks to profile: 'all' or e.g. FFFF,TTFF,TTTT")
     parser.add_argument('--loop', type=int, default=1, help='pass over the source this '
@@ -115,12 +117,11 @@ def main(argv=None):
         with open(args.profile) as f:
             profile = json.load(f)
     else:
-        _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(first),
-                                                  batch_size=1)))
+        _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(first), batch_size=1)))
         inputs = model.data_preprocessor(data, False)['inputs']
         profile = profile_subnets(model, inputs, skips=skips, warmup=1, repeats=3)
-        print('profiled ' + ', '.join(f"{r['skip']} {r['latency_ms']:.1f} ms" for r in profile)
-              + f" ({profile[0]['scope']})")
+        print('profiled ' + ', '.join(f"{r['skip']} {r['latency_ms']:.1f} ms"
+                                      for r in profile) + f" ({profile[0]['scope']})")
     call = dict(return_datasamples=True, no_save_pred=True)
     try:
         ctrl = DepthController(inferencer, profile, args.budget_ms, accuracy=args.results)
@@ -147,8 +148,9 @@ def main(argv=None):
         if osp.dirname(args.log):
             os.makedirs(osp.dirname(args.log), exist_ok=True)
         with open(args.log, 'w') as f:
-            json.dump(dict(budget_ms=args.budget_ms, levels=ctrl.levels, summary=summary,
-                           log=ctrl.log), f, indent=1)
+            json.dump(
+                dict(budget_ms=args.budget_ms, levels=ctrl.levels, summary=summary, log=ctrl.log),
+                f, indent=1)
         print(f'wrote {args.log}')
     return 0
 

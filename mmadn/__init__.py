@@ -7,9 +7,9 @@ its checkpoint loaders are re-registered wrapped, so that trained checkpoints lo
 ``Config._get_cfg_path`` also resolves ``mmadn::`` config paths (see
 :mod:`mmadn.utils.config_prefix`).
 """
-from .version import __version__  # noqa: F401
 from .utils import checkpoint_safety as _checkpoint_safety
 from .utils import config_prefix as _config_prefix
+from .version import __version__  # noqa: F401
 
 _checkpoint_safety.allow_mmengine_checkpoints()
 _config_prefix.enable_config_prefix()

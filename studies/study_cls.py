@@ -64,8 +64,7 @@ def ensure_digits(root: str, size: int = 32, test_size: float = 0.25, seed: int 
     import cv2
     import numpy as np
     root = osp.join(root, f'{size}px')
-    meta = dict(source='sklearn.datasets.load_digits', size=size, test_size=test_size,
-                seed=seed)
+    meta = dict(source='sklearn.datasets.load_digits', size=size, test_size=test_size, seed=seed)
     marker = osp.join(root, DIGITS_META)
     if osp.isfile(marker):
         with open(marker) as f:
@@ -96,14 +95,16 @@ def build_cfg(args, data_root: str):
     expansion = 1 if args.depth in (18, 34) else 4
     cfg.model.head.update(num_classes=10, in_channels=8 * w * expansion, topk=(1, ))
     cfg.data_preprocessor = dict(num_classes=10, mean=[78.0] * 3, std=[96.0] * 3, to_rgb=False)
-    train_pipeline = [dict(type='LoadImageFromFile'),
-                      dict(type='RandomCrop', crop_size=args.size, padding=2),
-                      dict(type='PackInputs')]
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomCrop', crop_size=args.size, padding=2),
+        dict(type='PackInputs')
+    ]
     test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
     for loader, split, pipeline in (('train_dataloader', 'train', train_pipeline),
                                     ('test_dataloader', 'test', test_pipeline)):
-        cfg[loader].dataset = dict(type='CustomDataset', data_root=data_root,
-                                   data_prefix=split, pipeline=pipeline)
+        cfg[loader].dataset = dict(type='CustomDataset', data_root=data_root, data_prefix=split,
+                                   pipeline=pipeline)
     cfg.train_dataloader.batch_size = args.batch_size
     cfg.test_dataloader.batch_size = 128
     cfg.test_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
@@ -114,7 +115,8 @@ def build_cfg(args, data_root: str):
     warm = max(1, args.iters // 20)
     cfg.param_scheduler = [
         dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warm),
-        dict(type='CosineAnnealingLR', by_epoch=False, begin=warm, end=args.iters)]
+        dict(type='CosineAnnealingLR', by_epoch=False, begin=warm, end=args.iters)
+    ]
     cfg.default_hooks.checkpoint = None
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1, args.iters // 4))
     return cfg
@@ -133,8 +135,7 @@ def run_study(args, json_path: str) -> dict:
     def on_run(run, model):
         if 'mflops' not in data and run['variant'] != 'base':
             backbone = model.backbone
-            data['mflops'] = sc.backbone_mflops(backbone, (3, args.size, args.size),
-                                                data['skips'])
+            data['mflops'] = sc.backbone_mflops(backbone, (3, args.size, args.size), data['skips'])
             data['stage_blocks'] = [len(getattr(backbone, n)) for n in backbone.res_layers]
             data['num_shared_blocks'] = list(backbone.num_shared_blocks)
 
@@ -157,8 +158,8 @@ def write_report(data: dict, out: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 4))
     for v in adn_like:
         ms = [sc.mean_std(sc.values(runs, v, s, METRIC)) for s in order]
-        ax.errorbar(range(len(order)), [m for m, _ in ms], yerr=[d for _, d in ms],
-                    marker='o', ms=3, capsize=2, label=v)
+        ax.errorbar(range(len(order)), [m for m, _ in ms], yerr=[d for _, d in ms], marker='o',
+                    ms=3, capsize=2, label=v)
     if 'base' in variants:
         m, _ = sc.mean_std(sc.values(runs, 'base', B, METRIC))
         ax.axhline(m, color='gray', ls='--', lw=1, label=f'base (individual, {B} depth)')
@@ -219,8 +220,10 @@ def write_report(data: dict, out: str) -> str:
         '',
     ]
     # every sub-network (Figure 3a)
-    lines += ['## Every sub-network (Figure 3a)', '',
-              '![top-1 of every sub-network](study_cls_subnets.png)', '']
+    lines += [
+        '## Every sub-network (Figure 3a)', '',
+        '![top-1 of every sub-network](study_cls_subnets.png)', ''
+    ]
     header = ['skip', 'backbone MFLOPs'] + [f'`{v}`' for v in adn_like]
     rows = [[f'`{s}`', f'{data["mflops"][s]:.2f}'] +
             [sc.fmt_ms(sc.values(runs, v, s, METRIC)) for v in adn_like] for s in order]
@@ -230,15 +233,19 @@ def write_report(data: dict, out: str) -> str:
     for v in adn_like:
         accs = {s: sc.mean_std(sc.values(runs, v, s, METRIC))[0] for s in skips}
         ok, total, worst = sc.subnet_monotonicity(accs, tol)
-        mono_rows.append([f'`{v}`', f'{accs[S]:.1f}', f'{accs[B]:.1f}',
-                          f'{accs[S] - accs[B]:.1f}', f'{ok}/{total}', f'{worst:.1f}'])
+        mono_rows.append([
+            f'`{v}`', f'{accs[S]:.1f}', f'{accs[B]:.1f}', f'{accs[S] - accs[B]:.1f}',
+            f'{ok}/{total}', f'{worst:.1f}'
+        ])
     lines += [
         f'Gradual degradation: over the {mono_rows[0][4].split("/")[1] if mono_rows else 0} '
         'pairs of sub-networks that differ by one more skipped stage, how many lose at most '
         f'{tol:.0f} point (mean over seeds), and the largest one-step loss.',
         '',
-        sc.md_table(['variant', f'{S}', f'{B}', f'{S} - {B}', f'one-step loss <= {tol:.0f}',
-                     'largest one-step loss'], mono_rows),
+        sc.md_table([
+            'variant', f'{S}', f'{B}', f'{S} - {B}', f'one-step loss <= {tol:.0f}',
+            'largest one-step loss'
+        ], mono_rows),
         '',
     ]
     return sc.finish_report(lines, 'cls', out, data, bn, metrics, digits=1)

@@ -23,7 +23,6 @@ Writes ``<out>/study_det.md``, ``study_det_map.png`` and ``study_det.json``.
 import argparse
 import copy
 import json
-import os
 import os.path as osp
 import sys
 import time
@@ -45,47 +44,65 @@ PRETRAIN_KINDS = {'adn': 'adn', 'plain': 'plain', 'base': 'base'}
 #: 'stages': KD on the stage outputs per location, summed; None: plain training);
 #: ``skip_aware``: skip-aware norms; ``calib``: ``SkipNormCalibrationHook``.
 DET_VARIANTS = {
-    'adn': dict(init='adn', hook='recipe', skip_aware=True, calib=False,
-                what="ADN, the authors' recipe: alpha det(super) + (1 - alpha) (det(base) + "
-                     'KD of the pooled FPN outputs, mean over levels); from the ADN classifier'),
-    'adn_no_kd': dict(init='adn', hook='no_kd', skip_aware=True, calib=False,
-                      what='`adn` without the KD term: alpha det(super) + (1 - alpha) '
-                           'det(base)'),
-    'adn_stage_kd': dict(init='adn', hook='stages', skip_aware=True, calib=False,
-                         what='`adn` with KD on the four stage outputs instead (per-location '
-                              'channel softmax, summed over stages)'),
-    'adn_no_skipbn': dict(init='adn', hook='recipe', skip_aware=False, calib=False,
-                          what='`adn` without skip-aware norms (the classifier\'s skip norms '
-                               'are dropped; one norm set for every depth)'),
-    'plain': dict(init='plain', hook=None, skip_aware=False, calib=False,
-                  what='plain detector from the plain classifier, trained normally; its '
-                       'sub-networks are naive skipping'),
-    'base': dict(init='base', hook=None, skip_aware=False, calib=False,
-                 what="detector of the base-net's depth (StageResNet) from the base-depth "
-                      'classifier, trained normally'),
-    'adn_plain_init': dict(init='plain', hook='recipe', skip_aware=True, calib=False,
-                           what='`adn` started from the plain classifier: the frozen skip '
-                                'norms stay copies of their partners'),
-    'adn_plain_init_calib': dict(init='plain', hook='recipe', skip_aware=True, calib=True,
-                                 what='`adn_plain_init` + `SkipNormCalibrationHook` (skip '
-                                      'norms calibrated on 8 base-net batches before '
-                                      'training, then frozen)'),
+    'adn':
+    dict(
+        init='adn', hook='recipe', skip_aware=True, calib=False,
+        what="ADN, the authors' recipe: alpha det(super) + (1 - alpha) (det(base) + "
+        'KD of the pooled FPN outputs, mean over levels); from the ADN classifier'),
+    'adn_no_kd':
+    dict(init='adn', hook='no_kd', skip_aware=True, calib=False,
+         what='`adn` without the KD term: alpha det(super) + (1 - alpha) '
+         'det(base)'),
+    'adn_stage_kd':
+    dict(
+        init='adn', hook='stages', skip_aware=True, calib=False,
+        what='`adn` with KD on the four stage outputs instead (per-location '
+        'channel softmax, summed over stages)'),
+    'adn_no_skipbn':
+    dict(
+        init='adn', hook='recipe', skip_aware=False, calib=False,
+        what='`adn` without skip-aware norms (the classifier\'s skip norms '
+        'are dropped; one norm set for every depth)'),
+    'plain':
+    dict(
+        init='plain', hook=None, skip_aware=False, calib=False,
+        what='plain detector from the plain classifier, trained normally; its '
+        'sub-networks are naive skipping'),
+    'base':
+    dict(
+        init='base', hook=None, skip_aware=False, calib=False,
+        what="detector of the base-net's depth (StageResNet) from the base-depth "
+        'classifier, trained normally'),
+    'adn_plain_init':
+    dict(
+        init='plain', hook='recipe', skip_aware=True, calib=False,
+        what='`adn` started from the plain classifier: the frozen skip '
+        'norms stay copies of their partners'),
+    'adn_plain_init_calib':
+    dict(
+        init='plain', hook='recipe', skip_aware=True, calib=True,
+        what='`adn_plain_init` + `SkipNormCalibrationHook` (skip '
+        'norms calibrated on 8 base-net batches before '
+        'training, then frozen)'),
 }
 # run order: the precondition and the main comparison first; every seed of a variant before
 # the next variant (an interrupted study keeps complete comparisons)
-DEFAULT_VARIANTS = ['plain', 'adn', 'adn_no_kd', 'base', 'adn_stage_kd', 'adn_no_skipbn',
-                    'adn_plain_init', 'adn_plain_init_calib']
+DEFAULT_VARIANTS = [
+    'plain', 'adn', 'adn_no_kd', 'base', 'adn_stage_kd', 'adn_no_skipbn', 'adn_plain_init',
+    'adn_plain_init_calib'
+]
 # settings that must match for a study to resume from its JSON
-RESUME_KEYS = ('iters', 'cls_iters', 'num_train', 'num_val', 'cls_per_class', 'skips',
-               'quick', 'threads')
+RESUME_KEYS = ('iters', 'cls_iters', 'num_train', 'num_val', 'cls_per_class', 'skips', 'quick',
+               'threads')
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--quick', action='store_true',
-                   help='smoke mode: 1 seed, a few iterations, 16 + 8 images (numbers '
-                        'meaningless)')
+    p.add_argument(
+        '--quick', action='store_true',
+        help='smoke mode: 1 seed, a few iterations, 16 + 8 images (numbers '
+        'meaningless)')
     p.add_argument('--iters', type=int, default=None,
                    help="detector training iterations (default: the demo config's)")
     p.add_argument('--cls-iters', type=int, default=None,
@@ -157,8 +174,8 @@ def _study_run(cfg, iters):
     cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
     cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
     cfg.default_hooks.checkpoint = None
-    cfg.default_hooks.logger = dict(type='LoggerHook',
-                                    interval=max(1, cfg.train_cfg.max_iters // 4))
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1,
+                                                                    cfg.train_cfg.max_iters // 4))
     return cfg
 
 
@@ -248,8 +265,9 @@ def pretrain(args, data: dict, kind: str, seed: int, json_path: str) -> str:
     entry = dict(kind=kind, seed=seed, top1=top1, cpu_s=sc.cpu_seconds() - cpu0, **times)
     data['pretrain'] = [p for p in data['pretrain'] if (p['kind'], p['seed']) != (kind, seed)]
     data['pretrain'].append(entry)
-    print(f'[study_det] seed {seed} classifier {kind:6s} top-1 {top1} '
-          f'({entry["cpu_s"]:.0f} CPU s)', flush=True)
+    print(
+        f'[study_det] seed {seed} classifier {kind:6s} top-1 {top1} '
+        f'({entry["cpu_s"]:.0f} CPU s)', flush=True)
     sc.save_json(data, json_path)
     return ckpt
 
@@ -307,10 +325,10 @@ def precondition(runs, key: str, S: str, B: str, digits: int = 3):
     holds = drop > 2 * noise
     return holds, (
         f'naive skipping of the plain network loses {drop:.{digits}f} ({ms:.{digits}f} -> '
-        f'{mb:.{digits}f}) against a seed spread (largest std) of {noise:.{digits}f}: '
-        + ('more than twice the noise, so this scale can tell variants apart.' if holds else
-           '**not more than twice the noise: this scale cannot test the claims; grow the '
-           'schedule (--iters) until it can.**'))
+        f'{mb:.{digits}f}) against a seed spread (largest std) of {noise:.{digits}f}: ' +
+        ('more than twice the noise, so this scale can tell variants apart.' if holds else
+         '**not more than twice the noise: this scale cannot test the claims; grow the '
+         'schedule (--iters) until it can.**'))
 
 
 def det_checks(runs, variants, key: str, S: str, B: str, digits: int = 3):
@@ -349,8 +367,8 @@ def write_report(data: dict, out: str) -> str:
     for ax, (key, label) in zip(axes[0], METRICS):
         for v in adn_like:
             ms = [sc.mean_std(sc.values(runs, v, s, key)) for s in skips]
-            ax.errorbar(range(len(skips)), [m for m, _ in ms], yerr=[d for _, d in ms],
-                        marker='o', ms=3, capsize=2, label=v)
+            ax.errorbar(range(len(skips)), [m for m, _ in ms], yerr=[d for _, d in ms], marker='o',
+                        ms=3, capsize=2, label=v)
         if 'base' in variants:
             m, _ = sc.mean_std(sc.values(runs, 'base', B, key))
             ax.axhline(m, color='gray', ls='--', lw=1, label='base (individual)')
@@ -402,14 +420,16 @@ def write_report(data: dict, out: str) -> str:
         '',
         '## Checks',
         '',
-        'A difference smaller than the larger standard deviation is marked "within noise".'
-        + ('' if holds else ' The precondition does not hold (or is not judged yet): read '
-           'the verdicts as not established.'),
+        'A difference smaller than the larger standard deviation is marked "within noise".' +
+        ('' if holds else ' The precondition does not hold (or is not judged yet): read '
+         'the verdicts as not established.'),
         '',
     ]
     for key, label in METRICS:
-        lines += [f'{label}:', '',
-                  sc.checks_table(det_checks(runs, variants, key, S, B, digits=3)), '']
+        lines += [
+            f'{label}:', '',
+            sc.checks_table(det_checks(runs, variants, key, S, B, digits=3)), ''
+        ]
     lines += ['## Sub-networks', '', '![mAP of the sub-networks](study_det_map.png)', '']
     for key, label in METRICS:
         header = ['skip'] + [f'`{v}` {label}' for v in adn_like]
@@ -417,9 +437,10 @@ def write_report(data: dict, out: str) -> str:
                 for s in skips]
         lines += [sc.md_table(header, rows), '']
     if pre_rows:
-        lines += ['## Pretrained classifiers', '',
-                  sc.md_table(['seed', 'classifier', 'top-1 % (test split)', 'CPU s'],
-                              pre_rows), '']
+        lines += [
+            '## Pretrained classifiers', '',
+            sc.md_table(['seed', 'classifier', 'top-1 % (test split)', 'CPU s'], pre_rows), ''
+        ]
     return sc.finish_report(lines, 'det', out, data, {}, METRICS, digits=3)
 
 

@@ -27,8 +27,7 @@ SMALL_CLS = dict(num_train_per_class=8, num_val_per_class=4)
 @pytest.fixture(scope='session')
 def det_data_root(tmp_path_factory):
     from mmadn.datasets import ensure_demo_shapes
-    return ensure_demo_shapes(str(tmp_path_factory.mktemp('data') / 'demo_shapes'),
-                              **SMALL_DET)
+    return ensure_demo_shapes(str(tmp_path_factory.mktemp('data') / 'demo_shapes'), **SMALL_DET)
 
 
 @pytest.fixture(scope='session')
@@ -49,8 +48,10 @@ def det_overrides(data_root, iters=2):
         f'test_dataloader.dataset.data_root={root}',
         f'val_evaluator.ann_file={root}annotations/instances_val.json',
         f'test_evaluator.ann_file={root}annotations/instances_val.json',
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+        f'train_cfg.max_iters={iters}',
+        f'train_cfg.val_interval={iters}',
+        'train_dataloader.batch_size=2',
+        'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=1',
     ]
 
@@ -60,8 +61,10 @@ def cls_overrides(data_root, iters=2):
         f'train_dataloader.dataset.data_root={data_root}',
         f'val_dataloader.dataset.data_root={data_root}',
         f'test_dataloader.dataset.data_root={data_root}',
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-        'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
+        f'train_cfg.max_iters={iters}',
+        f'train_cfg.val_interval={iters}',
+        'train_dataloader.batch_size=4',
+        'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=1',
     ]
 

@@ -11,8 +11,16 @@ import pytest
 from .conftest import ROOT
 
 #: the rank of each sub-package: a module may import its own sub-package and lower ranks
-RANKS = {'version': 0, 'utils': 0, 'models': 1, 'datasets': 1, 'analysis': 2, 'engine': 3,
-         'deploy': 3, 'runtime': 3}
+RANKS = {
+    'version': 0,
+    'utils': 0,
+    'models': 1,
+    'datasets': 1,
+    'analysis': 2,
+    'engine': 3,
+    'deploy': 3,
+    'runtime': 3
+}
 
 
 def _module_name(root: str, path: str) -> str:
@@ -128,8 +136,8 @@ def _write(root, rel, text):
 ])
 def test_the_checks_catch_a_wrong_import_and_a_circle(tmp_path, module, line, expect):
     root = str(tmp_path)
-    for pkg in ('mmadn', 'mmadn/utils', 'mmadn/models', 'mmadn/models/layers',
-                'mmadn/engine', 'mmadn/deploy', 'mmadn/runtime'):
+    for pkg in ('mmadn', 'mmadn/utils', 'mmadn/models', 'mmadn/models/layers', 'mmadn/engine',
+                'mmadn/deploy', 'mmadn/runtime'):
         _write(root, f'{pkg}/__init__.py', '')
     _write(root, 'mmadn/engine/launch.py', 'from ..models import layers\n')
     _write(root, 'mmadn/runtime/policy.py', '')

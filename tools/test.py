@@ -32,13 +32,14 @@ def parse_args():
     parser.add_argument('--no-profile', action='store_true',
                         help='with --skip: leave out GFLOPs, params and latency')
     parser.add_argument('--work-dir', help='the dir to save evaluation results and logs')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file (.pkl); '
-                        'with several --skip sub-networks, one file each, named by skip')
+    parser.add_argument(
+        '--out', help='dump the raw predictions to this pickle file (.pkl); '
+        'with several --skip sub-networks, one file each, named by skip')
     parser.add_argument('--show-dir', help='save painted predictions into this dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -63,12 +64,11 @@ def main():
         if not str(backbone.get('type', '')).endswith('ADN'):
             raise SystemExit(f'--skip {args.skip}: the model backbone '
                              f"{backbone.get('type')!r} is not an ADN backbone")
-        cfg.test_cfg = dict(type='SubnetTestLoop', skips=args.skip,
-                            profile=not args.no_profile,
+        cfg.test_cfg = dict(type='SubnetTestLoop', skips=args.skip, profile=not args.no_profile,
                             profile_repeats=args.profile_repeats)
     if args.out is not None:
-        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
-            cfg.test_evaluator, dict) else list(cfg.test_evaluator)
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) else list(
+            cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     if args.show_dir is not None:
         vis = cfg.default_hooks.get('visualization')

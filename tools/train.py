@@ -20,8 +20,7 @@ from mmengine.config import DictAction
 import mmadn  # noqa: F401  (registers the modules, makes checkpoints loadable)
 from mmadn.engine.launch import build_runner, load_config
 from mmadn.engine.runner.resume import find_resume_checkpoint, list_checkpoints
-from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError,
-                          load_checkpoint_file)
+from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, load_checkpoint_file
 
 
 def parse_args():
@@ -35,11 +34,10 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; without a value, from the latest checkpoint '
         'of the work dir')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. model.backbone.skip=TTFF')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.skip=TTFF')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -72,17 +70,18 @@ def choose_start(cfg, resume) -> None:
                   f'{listed}); nothing was overwritten. Remove or replace the broken files, '
                   'or pass --resume FILE')
         if path is None:
-            print(f'WARNING: --resume found no checkpoint in {where} (no last_checkpoint, '
-                  'no iter_*.pth / epoch_*.pth): training starts from iteration 0',
-                  file=sys.stderr, flush=True)
+            print(
+                f'WARNING: --resume found no checkpoint in {where} (no last_checkpoint, '
+                'no iter_*.pth / epoch_*.pth): training starts from iteration 0', file=sys.stderr,
+                flush=True)
             cfg.resume, cfg.load_from = False, None
             return
         skipped = [p for p in found if p in refused]
         if skipped:
-            print(f'WARNING: --resume passed over {len(skipped)} newer checkpoint(s) that do '
-                  f'not load: ' + '; '.join(f'{osp.basename(p)}: {refused[p]}'
-                                            for p in skipped[:3]),
-                  file=sys.stderr, flush=True)
+            print(
+                f'WARNING: --resume passed over {len(skipped)} newer checkpoint(s) that do '
+                f'not load: ' + '; '.join(f'{osp.basename(p)}: {refused[p]}' for p in skipped[:3]),
+                file=sys.stderr, flush=True)
         print(f'--resume: resuming from {path}', flush=True)
         cfg.resume, cfg.load_from = True, path
     elif resume is not None:

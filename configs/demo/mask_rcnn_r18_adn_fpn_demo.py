@@ -19,41 +19,27 @@ num_classes = 4
 pretrained = 'work_dirs/demo/resnet18_adn_cls.pth'  # written by tools/demo.sh
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
-    backbone=dict(
-        _delete_=True,
-        type='ResNetADN',
-        depth=18,
-        base_channels=32,
-        stem_channels=32,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        skip='super',
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
-    rpn_head=dict(
-        in_channels=64,
-        feat_channels=64,
-        anchor_generator=dict(scales=[4])),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64),
-        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=num_classes),
-        mask_roi_extractor=dict(out_channels=64),
-        mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=num_classes)),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=500, max_per_img=200),
-        rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(
-        rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=20)))
+    backbone=dict(_delete_=True, type='ResNetADN', depth=18, base_channels=32, stem_channels=32,
+                  out_indices=(0, 1, 2, 3), frozen_stages=-1,
+                  norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True, skip='super',
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[32, 64, 128, 256],
+              out_channels=64), rpn_head=dict(in_channels=64, feat_channels=64,
+                                              anchor_generator=dict(scales=[4])),
+    roi_head=dict(bbox_roi_extractor=dict(out_channels=64),
+                  bbox_head=dict(in_channels=64, fc_out_channels=256,
+                                 num_classes=num_classes), mask_roi_extractor=dict(out_channels=64),
+                  mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=num_classes)),
+    train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
 # sub-path specialization, the authors' detection recipe:
 # alpha * det(super) + (1 - alpha) * (det(base) + KD(pooled FPN outputs, mean over levels))
 custom_hooks = [
     dict(type='SubPathSpecializationHook', alpha=0.5, features='neck',
-         feat_kd=dict(type='SubPathKDLoss', mode='pooled'), level_reduction='mean',
-         base_task_loss=True)
+         feat_kd=dict(type='SubPathKDLoss',
+                      mode='pooled'), level_reduction='mean', base_task_loss=True)
 ]
 
 dataset_type = 'DemoShapesDataset'  # generates data/demo_shapes/ on first use
@@ -74,38 +60,20 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=4),
-        pipeline=train_pipeline))
+    batch_size=4, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler',
+                 shuffle=True), batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(type=dataset_type, data_root=data_root,
+                 ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    drop_last=False,
+    batch_size=4, num_workers=0, persistent_workers=False, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        test_mode=True,
-        pipeline=test_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=backend_args)
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
+                     metric=['bbox', 'segm'], format_only=False, backend_args=backend_args)
 test_evaluator = val_evaluator
 
 max_iters = 700
@@ -113,10 +81,8 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
 
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10.0, norm_type=2))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                     clip_grad=dict(max_norm=10.0, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,

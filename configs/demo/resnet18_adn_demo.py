@@ -11,23 +11,20 @@ custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
 num_classes = 4
 model = dict(
-    backbone=dict(type='ResNetADN', depth=18, base_channels=32, stem_channels=32,
-                  out_indices=(3, ), norm_eval=False, skip='super'),
-    head=dict(num_classes=num_classes, in_channels=256, topk=(1, )))
+    backbone=dict(type='ResNetADN', depth=18, base_channels=32, stem_channels=32, out_indices=(3, ),
+                  norm_eval=False, skip='super'), head=dict(num_classes=num_classes,
+                                                            in_channels=256, topk=(1, )))
 
 custom_hooks = [
     dict(type='SubPathSpecializationHook', alpha=0.5, features='stages',
-         feat_kd=dict(type='SubPathKDLoss', mode='spatial'),
-         logit_kd=dict(type='SubPathKDLoss', mode='pooled'))
+         feat_kd=dict(type='SubPathKDLoss',
+                      mode='spatial'), logit_kd=dict(type='SubPathKDLoss', mode='pooled'))
 ]
 
 dataset_type = 'DemoShapesClsDataset'  # generates data/demo_shapes_cls/ on first use
 data_root = 'data/demo_shapes_cls'
-data_preprocessor = dict(
-    num_classes=num_classes,
-    mean=[127.5, 127.5, 127.5],
-    std=[64.0, 64.0, 64.0],
-    to_rgb=True)
+data_preprocessor = dict(num_classes=num_classes, mean=[127.5, 127.5, 127.5],
+                         std=[64.0, 64.0, 64.0], to_rgb=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -38,19 +35,14 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
-                 pipeline=train_pipeline))
+    batch_size=32, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler',
+                 shuffle=True), dataset=dict(type=dataset_type, data_root=data_root,
+                                             data_prefix='train', pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
+    batch_size=32, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val',
-                 pipeline=test_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
@@ -60,9 +52,8 @@ train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='SubnetValLoop', skips=('super', 'base'))
 test_cfg = dict(type='TestLoop')  # tools/test.py --skip all|FFFF,TTTT: SubnetTestLoop
 
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
+                     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters),

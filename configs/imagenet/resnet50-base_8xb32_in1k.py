@@ -5,9 +5,7 @@ _base_ = ['./resnet50_8xb32_in1k.py']
 custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        type='StageResNet',
-        stage_blocks=(2, 2, 3, 2),
-        norm_eval=False))  # mmdet's ResNet, underneath, defaults to norm_eval=True
+    backbone=dict(type='StageResNet', stage_blocks=(2, 2, 3, 2),
+                  norm_eval=False))  # mmdet's ResNet, underneath, defaults to norm_eval=True
 # checkpoints written atomically, with the ADN layout in their meta (mmadn)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -8,8 +8,8 @@
 _base_ = ['mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']
 custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
-model = dict(backbone=dict(type='SwinTransformerADN', arch='tiny', img_size=224,
-                           drop_path_rate=0.2, skip='super'))
+model = dict(backbone=dict(type='SwinTransformerADN', arch='tiny', img_size=224, drop_path_rate=0.2,
+                           skip='super'))
 
 custom_hooks = [
     dict(type='SubPathSpecializationHook', alpha=0.5, features='stages',

@@ -7,17 +7,16 @@ _base_ = ['mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py']
 custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(type='VisionTransformerADN', arch='b', img_size=224, patch_size=16,
-                  skip='super'),
-    head=dict(hidden_dim=None,
-              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.11, mode='original')),
+    backbone=dict(type='VisionTransformerADN', arch='b', img_size=224, patch_size=16, skip='super'),
+    head=dict(hidden_dim=None, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.11,
+                                         mode='original')),
     train_cfg=dict(_delete_=True,
-                   augments=[dict(type='Mixup', alpha=0.2), dict(type='CutMix', alpha=1.0)]))
+                   augments=[dict(type='Mixup', alpha=0.2),
+                             dict(type='CutMix', alpha=1.0)]))
 
 train_dataloader = dict(batch_size=256)
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=7.5e-4, weight_decay=0.2),
-    clip_grad=dict(max_norm=1.0))
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=7.5e-4, weight_decay=0.2),
+                     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.033, by_epoch=True, begin=0, end=30,
          convert_to_iter_based=True),

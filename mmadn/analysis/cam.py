@@ -125,8 +125,10 @@ def load_image(cfg, path: str) -> dict:
     from mmcv.transforms import Compose
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import TRANSFORMS, DefaultScope
-    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
-                if 'LoadAnnotations' not in str(t.get('type', ''))]
+    pipeline = [
+        t for t in cfg.test_dataloader.dataset.pipeline
+        if 'LoadAnnotations' not in str(t.get('type', ''))
+    ]
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         transform = Compose([TRANSFORMS.build(t) for t in pipeline])
         data = transform(dict(img_path=path, img_id=0))
@@ -165,8 +167,7 @@ class _Logits(nn.Module):
         return self.classifier(x, mode='tensor')
 
 
-def subnet_maps(model: nn.Module, data: dict, skips: Sequence[SkipLike] = ('FFFF', 'TTFF',
-                                                                           'TTTT'),
+def subnet_maps(model: nn.Module, data: dict, skips: Sequence[SkipLike] = ('FFFF', 'TTFF', 'TTTT'),
                 stage: int = 3, blocks: Optional[Sequence[str]] = None,
                 method: Optional[str] = None, target_class: Optional[int] = None,
                 class_names: Optional[Sequence[str]] = None, topk: int = 3,
@@ -213,9 +214,9 @@ def subnet_maps(model: nn.Module, data: dict, skips: Sequence[SkipLike] = ('FFFF
             backbone.set_skip(skip_tuples[0])
             with torch.no_grad():
                 first = model(batch, mode='tensor')[0]
-            if target_class is not None and (
-                    isinstance(target_class, bool) or not isinstance(target_class, int)
-                    or not 0 <= target_class < first.numel()):
+            if target_class is not None and (isinstance(target_class, bool)
+                                             or not isinstance(target_class, int)
+                                             or not 0 <= target_class < first.numel()):
                 raise ValueError(f'target_class={target_class!r}: expected a class index in '
                                  f'0..{first.numel() - 1}')
             if method == 'gradcam' and target_class is None:
@@ -237,26 +238,28 @@ def subnet_maps(model: nn.Module, data: dict, skips: Sequence[SkipLike] = ('FFFF
                 out_hw = tuple(meta['batch_input_shape'])
                 preds.append(_detections(result, score_thr))
             it = iter(cams)
-            rows.append(np.stack([
-                _finish(next(it), out_hw, crop_hw) if r
-                else np.full(crop_hw, np.nan, np.float32) for r in ran]))
+            rows.append(
+                np.stack([
+                    _finish(next(it), out_hw, crop_hw) if r else np.full(
+                        crop_hw, np.nan, np.float32) for r in ran
+                ]))
             if task == 'classifier':
                 prob = torch.softmax(logits.detach().float()[0], dim=0)
                 k = min(topk, prob.numel())
                 top = prob.topk(k)
-                preds.append(dict(
-                    label=int(top.indices[0]), score=float(top.values[0]),
-                    topk=[(int(i), float(v)) for i, v in zip(top.indices, top.values)],
-                    target_score=None if target_class is None
-                    else float(prob[target_class])))
+                preds.append(
+                    dict(label=int(top.indices[0]), score=float(top.values[0]),
+                         topk=[(int(i), float(v)) for i, v in zip(top.indices, top.values)],
+                         target_score=None if target_class is None else float(prob[target_class])))
     finally:
         backbone.set_skip(saved)
-    return SubnetMaps(
-        skips=[format_skip(s) for s in skip_tuples], blocks=names, skippable=skippable,
-        maps=np.stack(rows).astype(np.float32), method=method, task=task, image=image,
-        predictions=preds, target_class=target_class if method == 'gradcam' else None,
-        class_names=class_names, score_thr=score_thr,
-        stages=sorted({stage_of[n] + 1 for n in names}))
+    return SubnetMaps(skips=[format_skip(s)
+                             for s in skip_tuples], blocks=names, skippable=skippable,
+                      maps=np.stack(rows).astype(np.float32), method=method, task=task, image=image,
+                      predictions=preds, target_class=target_class if method == 'gradcam' else None,
+                      class_names=class_names, score_thr=score_thr,
+                      stages=sorted({stage_of[n] + 1
+                                     for n in names}))
 
 
 def _gradcam_row(model, batch, layers, target_class):
@@ -269,8 +272,8 @@ def _gradcam_row(model, batch, layers, target_class):
         for layer in layers:
             cam = gc.GradCAM(model=wrapped, target_layers=[layer])
             try:
-                cams.append(cam(input_tensor=batch,
-                                targets=[ClassifierOutputTarget(target_class)])[0])
+                cams.append(
+                    cam(input_tensor=batch, targets=[ClassifierOutputTarget(target_class)])[0])
                 logits = cam.outputs
             finally:
                 cam.activations_and_grads.release()
@@ -286,8 +289,10 @@ def _actnorm_row(forward, layers):
     found: Dict[int, torch.Tensor] = {}
 
     def hook(idx):
+
         def save(module, inputs, output):
             found[idx] = output.detach().float().norm(dim=1)[0].cpu().numpy()
+
         return save
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
@@ -340,8 +345,8 @@ def plot_subnet_maps(result: SubnetMaps, out: Optional[str] = None, title: Optio
             cam = result.maps[r, c]
             if np.isnan(cam).all():
                 ax.imshow(np.full_like(img, 0.85))
-                ax.text(0.5, 0.5, 'skipped', transform=ax.transAxes, ha='center',
-                        va='center', fontsize=10, color='0.35')
+                ax.text(0.5, 0.5, 'skipped', transform=ax.transAxes, ha='center', va='center',
+                        fontsize=10, color='0.35')
             else:
                 ax.imshow(show_cam_on_image(img, cam, use_rgb=True))
         _draw_prediction(row[-1], result, r, Rectangle)
@@ -352,8 +357,9 @@ def plot_subnet_maps(result: SubnetMaps, out: Optional[str] = None, title: Optio
     for c, (name, sk) in enumerate(zip(result.blocks, result.skippable)):
         axes[0, c + 1].set_title(f'{name}\n{"skippable" if sk else "shared"}', fontsize=9,
                                  color='tab:red' if sk else 'black')
-    axes[0, -1].set_title('prediction' if result.task == 'classifier'
-                          else f'detections >= {result.score_thr:g}', fontsize=9)
+    axes[0, -1].set_title(
+        'prediction' if result.task == 'classifier' else f'detections >= {result.score_thr:g}',
+        fontsize=9)
     fig.suptitle(title or default_title(result), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if out:
@@ -364,8 +370,8 @@ def plot_subnet_maps(result: SubnetMaps, out: Optional[str] = None, title: Optio
 
 
 def default_title(result: SubnetMaps) -> str:
-    where = (f'stage {result.stages[0]}' if len(result.stages) == 1
-             else 'stages ' + ', '.join(map(str, result.stages)))
+    where = (f'stage {result.stages[0]}' if len(result.stages) == 1 else 'stages ' +
+             ', '.join(map(str, result.stages)))
     if result.method == 'gradcam':
         first = f"Grad-CAM of class '{result.class_name(result.target_class)}' " \
                 f'(every row) at the block outputs of {where}'
@@ -409,4 +415,3 @@ def class_names_of(cfg, meta: dict) -> Optional[List[str]]:
     except Exception:  # noqa: BLE001 - names are a nicety; indices are shown instead
         classes = None
     return list(classes) if classes else None
-

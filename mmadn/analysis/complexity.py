@@ -77,8 +77,10 @@ def count_active_params(model: nn.Module, inputs: Union[torch.Tensor, Tuple],
     if not isinstance(inputs, tuple):
         inputs = (inputs, )
     called = set()
-    handles = [m.register_forward_pre_hook(lambda mod, _args: called.add(id(mod)))
-               for m in model.modules()]
+    handles = [
+        m.register_forward_pre_hook(lambda mod, _args: called.add(id(mod)))
+        for m in model.modules()
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -99,8 +101,8 @@ def count_active_params(model: nn.Module, inputs: Union[torch.Tensor, Tuple],
     return total
 
 
-def subnet_complexity(model: nn.Module, backbone, inputs: Union[torch.Tensor, Tuple],
-                      skips: Sequence[SkipLike],
+def subnet_complexity(model: nn.Module, backbone, inputs: Union[torch.Tensor,
+                                                                Tuple], skips: Sequence[SkipLike],
                       forward: Optional[Callable] = None) -> Dict[str, Dict[str, float]]:
     """``{'TTFF': {'gflops': ..., 'params_m': ...}, ...}``: each sub-network of
     ``backbone`` (an ADN backbone inside ``model``) measured with ``forward``."""

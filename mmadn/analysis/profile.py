@@ -43,8 +43,8 @@ def profile_forward(model: nn.Module) -> Tuple[Callable, str]:
     return model.backbone, 'backbone'
 
 
-def measure_latency(fns: Mapping[str, Callable[[], object]], warmup: int = 2,
-                    repeats: int = 10, progress: bool = False,
+def measure_latency(fns: Mapping[str, Callable[[], object]], warmup: int = 2, repeats: int = 10,
+                    progress: bool = False,
                     setup: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
     """Median wall time (ms) of each callable, measured interleaved.
 
@@ -91,9 +91,8 @@ def measure_latency(fns: Mapping[str, Callable[[], object]], warmup: int = 2,
 
 
 def profile_subnets(model: nn.Module, inputs: torch.Tensor,
-                    skips: Optional[Sequence[SkipLike]] = None,
-                    latency: bool = True, warmup: int = 2, repeats: int = 10,
-                    progress: bool = False) -> ProfileRows:
+                    skips: Optional[Sequence[SkipLike]] = None, latency: bool = True,
+                    warmup: int = 2, repeats: int = 10, progress: bool = False) -> ProfileRows:
     """GFLOPs, active parameters and (optionally) latency of each sub-network.
 
     Args:
@@ -123,9 +122,10 @@ def profile_subnets(model: nn.Module, inputs: torch.Tensor,
         for skip in skips:
             backbone.set_skip(skip)
             one = inputs[:1]
-            rows.append(dict(skip=backbone.skip_str, scope=scope,
-                             gflops=count_flops(model, one, forward) / 1e9,
-                             params_m=count_active_params(model, one, forward) / 1e6))
+            rows.append(
+                dict(skip=backbone.skip_str, scope=scope,
+                     gflops=count_flops(model, one, forward) / 1e9,
+                     params_m=count_active_params(model, one, forward) / 1e6))
             if bar is not None:
                 bar.update()
         if bar is not None:
@@ -146,6 +146,7 @@ def profile_subnets(model: nn.Module, inputs: torch.Tensor,
 
 # -- results, Pareto front, budgets --------------------------------------------------------
 
+
 def load_accuracy(results: Union[str, Mapping[str, Mapping[str, float]]],
                   metric: Optional[str] = None) -> Tuple[Dict[str, float], str]:
     """Accuracy per sub-network from ``subnet_results.json`` (written by
@@ -158,8 +159,9 @@ def load_accuracy(results: Union[str, Mapping[str, Mapping[str, float]]],
         raise ValueError('the results hold no sub-network')
     available = sorted({k for m in results.values() for k in m})
     if metric is None:
-        metric = next((k for k in ('accuracy/top1', 'coco/bbox_mAP', 'coco/segm_mAP')
-                       if k in available), None)
+        metric = next(
+            (k for k in ('accuracy/top1', 'coco/bbox_mAP', 'coco/segm_mAP') if k in available),
+            None)
         if metric is None:
             raise ValueError(f'no default accuracy metric in the results; pass metric=, one '
                              f'of {available}')
@@ -197,9 +199,10 @@ def select_subnet(profile: ProfileRows, max_latency_ms: Optional[float] = None,
         raise ValueError('give a budget: max_latency_ms=... and/or max_gflops=...')
     if max_latency_ms is not None and any('latency_ms' not in r for r in profile):
         raise ValueError('max_latency_ms needs a profile with latency (latency=True)')
-    fits = [r for r in profile
-            if (max_latency_ms is None or r['latency_ms'] <= max_latency_ms)
-            and (max_gflops is None or r['gflops'] <= max_gflops)]
+    fits = [
+        r for r in profile if (max_latency_ms is None or r['latency_ms'] <= max_latency_ms) and (
+            max_gflops is None or r['gflops'] <= max_gflops)
+    ]
     if not fits:
         cheapest = min(profile, key=lambda r: r['gflops'])
         have = f"{cheapest['gflops']:.3f} GFLOPs"
@@ -239,8 +242,7 @@ def save_profile(rows: ProfileRows, path: str) -> None:
         raise ValueError(f'out={path!r}: expected a .json or .csv file name')
 
 
-def plot_profile(rows: ProfileRows, path: str,
-                 accuracy: Optional[Mapping[str, float]] = None,
+def plot_profile(rows: ProfileRows, path: str, accuracy: Optional[Mapping[str, float]] = None,
                  metric: str = 'accuracy') -> List[str]:
     """A PNG of latency (or ``accuracy``) against GFLOPs, one labelled point per
     sub-network, the Pareto front drawn as a line: with accuracy, the most accurate

@@ -68,12 +68,9 @@ class DemoShapesClsDataset(CustomDataset):
 
     METAINFO = dict(classes=DEMO_SHAPES_CLASSES, palette=DEMO_SHAPES_PALETTE)
 
-    def __init__(self,
-                 data_root: str = 'data/demo_shapes_cls',
-                 split: str = 'train',
-                 data_prefix: Union[str, dict] = '',
-                 generator_kwargs: Optional[dict] = None,
-                 **kwargs):
+    def __init__(self, data_root: str = 'data/demo_shapes_cls', split: str = 'train',
+                 data_prefix: Union[str,
+                                    dict] = '', generator_kwargs: Optional[dict] = None, **kwargs):
         if split not in ('train', 'val'):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.split = split

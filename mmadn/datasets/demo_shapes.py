@@ -52,18 +52,17 @@ import cv2
 import numpy as np
 
 __all__ = [
-    'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'MARKER_FILE',
-    'generate_demo_shapes', 'ensure_demo_shapes', 'generate_demo_shapes_cls',
-    'ensure_demo_shapes_cls', 'mask_to_polygons', 'make_background',
-    'shape_polygon', 'rasterize_polygon'
+    'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'MARKER_FILE', 'generate_demo_shapes',
+    'ensure_demo_shapes', 'generate_demo_shapes_cls', 'ensure_demo_shapes_cls', 'mask_to_polygons',
+    'make_background', 'shape_polygon', 'rasterize_polygon'
 ]
 
 #: Class names. Kept in alphabetical order on purpose: MMPretrain's ``CustomDataset`` maps
 #: sub-folders to labels in sorted order, so this order is valid for both datasets.
 DEMO_SHAPES_CLASSES: Tuple[str, ...] = ('circle', 'square', 'star', 'triangle')
 #: RGB colours for visualisation, one per class (MMDetection ``METAINFO['palette']``).
-DEMO_SHAPES_PALETTE: List[Tuple[int, int, int]] = [(220, 20, 60), (0, 114, 255),
-                                                   (255, 179, 0), (0, 170, 80)]
+DEMO_SHAPES_PALETTE: List[Tuple[int, int, int]] = [(220, 20, 60), (0, 114, 255), (255, 179, 0),
+                                                   (0, 170, 80)]
 assert list(DEMO_SHAPES_CLASSES) == sorted(DEMO_SHAPES_CLASSES)
 
 #: Written last into a generated root; its presence means "complete". It records the
@@ -88,11 +87,14 @@ def _rng(seed: int, stream: str, *index: int) -> np.random.RandomState:
     return np.random.RandomState(np.array(key, dtype=np.uint32))
 
 
-def _random_color(rng: np.random.RandomState,
-                  sat: Tuple[float, float] = (0.45, 1.0),
-                  val: Tuple[float, float] = (0.35, 1.0)) -> np.ndarray:
+def _random_color(
+    rng: np.random.RandomState, sat: Tuple[float,
+                                           float] = (0.45, 1.0), val: Tuple[float,
+                                                                            float] = (0.35, 1.0)
+) -> np.ndarray:
     """A random RGB colour (float32, 0..255) drawn in HSV space."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*sat) * 255,
+    hsv = np.array([[[rng.uniform(0, 180),
+                      rng.uniform(*sat) * 255,
                       rng.uniform(*val) * 255]]], dtype=np.float32)
     hsv = np.clip(np.round(hsv), 0, 255).astype(np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
@@ -130,10 +132,7 @@ def make_background(rng: np.random.RandomState, height: int, width: int) -> np.n
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def shape_polygon(kind: str,
-                  center: Sequence[float],
-                  radius: float,
-                  angle: float = 0.0,
+def shape_polygon(kind: str, center: Sequence[float], radius: float, angle: float = 0.0,
                   rng: Optional[np.random.RandomState] = None) -> np.ndarray:
     """Vertices ((N, 2) float64, x/y) of a shape with the given circumradius.
 
@@ -215,8 +214,7 @@ def _draw_clutter(rng: np.random.RandomState, img: np.ndarray, num: int) -> None
 
 
 def _has_holes(mask: np.ndarray) -> bool:
-    _, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP,
-                                    cv2.CHAIN_APPROX_SIMPLE)
+    _, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     return hierarchy is not None and bool((hierarchy[0][:, 3] >= 0).any())
 
 
@@ -235,8 +233,7 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     """
     up = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
     up = np.pad(up, 1)  # findContours ignores nothing at the image border then
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                   offset=(-1, -1))
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1))
     polygons = []
     for contour in contours:
         pts = (contour.reshape(-1, 2) + 1) // 2
@@ -278,8 +275,8 @@ def _write_json(path: str, obj) -> None:
 # ----------------------------------------------------------------------------------------
 def _render_detection_image(rng: np.random.RandomState, height: int, width: int,
                             classes: Sequence[str], num_objects: Tuple[int, int],
-                            size_range: Tuple[float, float], max_occlusion: float,
-                            min_area: int, max_tries: int = 30):
+                            size_range: Tuple[float, float], max_occlusion: float, min_area: int,
+                            max_tries: int = 30):
     """Render one image; returns ``(img, [(label, visible_mask), ...])``."""
     img = make_background(rng, height, width)
     inst = np.full((height, width), -1, np.int16)  # index of the top-most object per pixel
@@ -294,8 +291,7 @@ def _render_detection_image(rng: np.random.RandomState, height: int, width: int,
             radius = min(radius, short / 2 - 1)
             cx = rng.uniform(radius, width - radius)
             cy = rng.uniform(radius, height - radius)
-            poly = shape_polygon(classes[label], (cx, cy), radius,
-                                 rng.uniform(0, 2 * np.pi), rng)
+            poly = shape_polygon(classes[label], (cx, cy), radius, rng.uniform(0, 2 * np.pi), rng)
             mask = rasterize_polygon(poly, height, width)
             area = int(mask.sum())
             if area < min_area:
@@ -323,26 +319,20 @@ def _render_detection_image(rng: np.random.RandomState, height: int, width: int,
 def _coco_annotation(ann_id: int, img_id: int, cat_id: int, mask: np.ndarray) -> dict:
     ys, xs = np.nonzero(mask)
     x0, y0 = int(xs.min()), int(ys.min())
-    return dict(
-        id=ann_id,
-        image_id=img_id,
-        category_id=cat_id,
-        segmentation=mask_to_polygons(mask),
-        area=float(len(xs)),
-        bbox=[float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)],
-        iscrowd=0)
+    return dict(id=ann_id, image_id=img_id, category_id=cat_id, segmentation=mask_to_polygons(mask),
+                area=float(len(xs)),
+                bbox=[float(x0),
+                      float(y0),
+                      float(xs.max() - x0 + 1),
+                      float(ys.max() - y0 + 1)], iscrowd=0)
 
 
-def generate_demo_shapes(root: str,
-                         num_train: int = 200,
-                         num_val: int = 50,
-                         img_size: Tuple[int, int] = (128, 128),
-                         seed: int = 0,
+def generate_demo_shapes(root: str, num_train: int = 200, num_val: int = 50,
+                         img_size: Tuple[int, int] = (128, 128), seed: int = 0,
                          num_objects: Tuple[int, int] = (1, 3),
-                         size_range: Tuple[float, float] = (0.15, 0.35),
-                         max_occlusion: float = 0.15,
-                         min_area: int = 30,
-                         classes: Sequence[str] = DEMO_SHAPES_CLASSES) -> str:
+                         size_range: Tuple[float,
+                                           float] = (0.15, 0.35), max_occlusion: float = 0.15,
+                         min_area: int = 30, classes: Sequence[str] = DEMO_SHAPES_CLASSES) -> str:
     """Write the COCO-format shapes dataset into ``root`` (overwriting files); returns root.
 
     Args:
@@ -366,9 +356,8 @@ def generate_demo_shapes(root: str,
     height, width = (int(s) for s in img_size)
     params = dict(num_train=int(num_train), num_val=int(num_val), img_size=[height, width],
                   seed=int(seed), num_objects=[int(n) for n in num_objects],
-                  size_range=[float(s) for s in size_range],
-                  max_occlusion=float(max_occlusion), min_area=int(min_area),
-                  classes=list(classes))
+                  size_range=[float(s) for s in size_range], max_occlusion=float(max_occlusion),
+                  min_area=int(min_area), classes=list(classes))
     categories = [dict(id=i + 1, name=c, supercategory='shape') for i, c in enumerate(classes)]
     counts: Dict[str, dict] = {}
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
@@ -378,31 +367,25 @@ def generate_demo_shapes(root: str,
         images, annotations = [], []
         for i in range(int(num)):
             rng = _rng(seed, split, i)
-            img, objects = _render_detection_image(rng, height, width, classes,
-                                                   tuple(num_objects), tuple(size_range),
-                                                   max_occlusion, min_area)
+            img, objects = _render_detection_image(rng, height, width, classes, tuple(num_objects),
+                                                   tuple(size_range), max_occlusion, min_area)
             img_id = i + 1
             file_name = f'{img_id:06d}.png'
             _write_png(osp.join(img_dir, file_name), img)
             images.append(dict(id=img_id, file_name=file_name, height=height, width=width))
             for label, mask in objects:
-                annotations.append(
-                    _coco_annotation(len(annotations) + 1, img_id, label + 1, mask))
+                annotations.append(_coco_annotation(len(annotations) + 1, img_id, label + 1, mask))
         coco = dict(
             info=dict(description='mmadn demo shapes (synthetic)', version=str(FORMAT_VERSION)),
-            licenses=[],
-            images=images,
-            annotations=annotations,
-            categories=categories)
+            licenses=[], images=images, annotations=annotations, categories=categories)
         _write_json(osp.join(root, 'annotations', f'instances_{split}.json'), coco)
         per_class = {c: 0 for c in classes}
         for ann in annotations:
             per_class[classes[ann['category_id'] - 1]] += 1
-        counts[split] = dict(images=len(images), annotations=len(annotations),
-                             per_class=per_class)
-    _write_json(osp.join(root, MARKER_FILE),
-                dict(generator='demo_shapes', format_version=FORMAT_VERSION,
-                     params=params, counts=counts))
+        counts[split] = dict(images=len(images), annotations=len(annotations), per_class=per_class)
+    _write_json(
+        osp.join(root, MARKER_FILE),
+        dict(generator='demo_shapes', format_version=FORMAT_VERSION, params=params, counts=counts))
     return root
 
 
@@ -417,18 +400,15 @@ def _render_cls_image(rng: np.random.RandomState, height: int, width: int, kind:
     radius = min(rng.uniform(*size_range) * short, short / 2 - 1)
     cx = rng.uniform(radius, width - radius)
     cy = rng.uniform(radius, height - radius)
-    mask = rasterize_polygon(
-        shape_polygon(kind, (cx, cy), radius, rng.uniform(0, 2 * np.pi), rng), height, width)
+    mask = rasterize_polygon(shape_polygon(kind, (cx, cy), radius, rng.uniform(0, 2 * np.pi), rng),
+                             height, width)
     _paint(img, mask, _pick_color(rng, img, mask), rng)
     return img
 
 
-def generate_demo_shapes_cls(root: str,
-                             num_train_per_class: int = 1000,
-                             num_val_per_class: int = 50,
-                             img_size: Tuple[int, int] = (32, 32),
-                             seed: int = 0,
-                             size_range: Tuple[float, float] = (0.2, 0.45),
+def generate_demo_shapes_cls(root: str, num_train_per_class: int = 1000,
+                             num_val_per_class: int = 50, img_size: Tuple[int, int] = (32, 32),
+                             seed: int = 0, size_range: Tuple[float, float] = (0.2, 0.45),
                              max_clutter: int = 2,
                              classes: Sequence[str] = DEMO_SHAPES_CLASSES) -> str:
     """Write the classification variant into ``root``; returns root.
@@ -454,14 +434,16 @@ def generate_demo_shapes_cls(root: str,
             # index the stream by the class's global id, so subsets draw the same images
             gid = DEMO_SHAPES_CLASSES.index(name)
             for i in range(int(num)):
-                img = _render_cls_image(_rng(seed, 'cls_' + split, gid, i), height, width,
-                                        name, tuple(size_range), max_clutter)
+                img = _render_cls_image(_rng(seed, 'cls_' + split, gid, i), height, width, name,
+                                        tuple(size_range), max_clutter)
                 _write_png(osp.join(out_dir, f'{i + 1:06d}.png'), img)
         counts[split] = dict(images=int(num) * len(classes),
-                             per_class={c: int(num) for c in classes})
-    _write_json(osp.join(root, MARKER_FILE),
-                dict(generator='demo_shapes_cls', format_version=FORMAT_VERSION,
-                     params=params, counts=counts))
+                             per_class={c: int(num)
+                                        for c in classes})
+    _write_json(
+        osp.join(root, MARKER_FILE),
+        dict(generator='demo_shapes_cls', format_version=FORMAT_VERSION, params=params,
+             counts=counts))
     return root
 
 
@@ -491,9 +473,8 @@ def _ensure(root: str, generator: str, generate_fn, kwargs: dict) -> str:
                 os.rename(tmp, root)
             except OSError:
                 if _read_marker(root) is None:
-                    raise RuntimeError(
-                        f'{root} exists but is not a complete demo dataset (no '
-                        f'{MARKER_FILE}); remove it to have it generated.')
+                    raise RuntimeError(f'{root} exists but is not a complete demo dataset (no '
+                                       f'{MARKER_FILE}); remove it to have it generated.')
                 # another process finished first: keep its copy (identical) and drop ours
         finally:
             if osp.isdir(tmp):
@@ -515,8 +496,11 @@ def _ensure(root: str, generator: str, generate_fn, kwargs: dict) -> str:
         # compare the requested parameters with those recorded (best effort)
         recorded = marker.get('params', {})
         requested = json.loads(json.dumps(kwargs))
-        differ = {k: (recorded.get(k), v) for k, v in requested.items()
-                  if k in recorded and _normalise(recorded[k]) != _normalise(v)}
+        differ = {
+            k: (recorded.get(k), v)
+            for k, v in requested.items()
+            if k in recorded and _normalise(recorded[k]) != _normalise(v)
+        }
         if differ:
             warnings.warn(f'{root} was generated with different parameters '
                           f'(recorded, requested): {differ}; using it as is. '
@@ -601,9 +585,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description='Generate the synthetic demo shapes dataset (COCO instance '
         'segmentation, or with --cls an image-folder classification set).')
-    parser.add_argument('--out', default=None,
-                        help='output root (default data/demo_shapes, or '
-                        'data/demo_shapes_cls with --cls)')
+    parser.add_argument(
+        '--out', default=None, help='output root (default data/demo_shapes, or '
+        'data/demo_shapes_cls with --cls)')
     parser.add_argument('--cls', action='store_true', help='classification variant')
     parser.add_argument('--num-train', type=int, default=None,
                         help='train images (per class with --cls)')

@@ -43,8 +43,7 @@ def export_onnx(model: nn.Module, out_file: str, shape: Sequence[int] = (224, 22
     model = model.eval()
     inputs = torch.randn(batch_size, 3, *shape)
     names = output_names(model, inputs)
-    kwargs = dict(opset_version=opset, input_names=['input'], output_names=names,
-                  verbose=False)
+    kwargs = dict(opset_version=opset, input_names=['input'], output_names=names, verbose=False)
     if onnx_export_has_dynamo():
         kwargs.update(dynamo=True, external_data=False)
     # else (torch < 2.5): the TorchScript exporter, which writes one file as well

@@ -144,5 +144,4 @@ def export_subnet(config: str, checkpoint: str, skip: SkipLike, out_dir: str,
     stem = osp.join(out_dir, f'{osp.splitext(osp.basename(config))[0]}_{skip_str}')
     static_cfg.dump(stem + '.py')
     save_checkpoint({'meta': meta, 'state_dict': state}, stem + '.pth')
-    return dict(config=stem + '.py', checkpoint=stem + '.pth', skip=skip_str,
-                adaptive_model=model)
+    return dict(config=stem + '.py', checkpoint=stem + '.pth', skip=skip_str, adaptive_model=model)

@@ -15,8 +15,7 @@ from mmengine.runner import Runner
 from ..models.layers.skip import check_skip_form, check_skips_form, format_skip, skips_as_tuples
 
 
-def load_config(config: str, cfg_options=None, launcher: str = 'none',
-                work_dir=None) -> Config:
+def load_config(config: str, cfg_options=None, launcher: str = 'none', work_dir=None) -> Config:
     """Read a config, apply ``--cfg-options`` and the launcher, choose the work dir."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'config {config!r} does not exist')
@@ -39,14 +38,15 @@ def use_atomic_checkpoints(cfg: Config) -> None:
     :class:`~mmadn.engine.hooks.AtomicCheckpointHook` (same arguments): checkpoints
     written atomically, old ones pruned only after the new one is in place."""
     hook = cfg.get('default_hooks', {}).get('checkpoint')
-    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook',
-                                                        'mmengine.CheckpointHook'):
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
         hook['type'] = 'AtomicCheckpointHook'
 
 
 def _hook_cfgs(cfg: Config, type_name: str) -> list:
-    return [h for h in cfg.get('custom_hooks') or []
-            if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == type_name]
+    return [
+        h for h in cfg.get('custom_hooks') or []
+        if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == type_name
+    ]
 
 
 def check_config(cfg: Config) -> None:
@@ -195,4 +195,3 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
-

@@ -19,8 +19,10 @@ def _forward(model, data):
 
 
 def _detached(losses: dict) -> dict:
-    return {k: [t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
-            for k, v in losses.items()}
+    return {
+        k: [t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach()
+        for k, v in losses.items()
+    }
 
 
 @contextlib.contextmanager
@@ -64,8 +66,10 @@ def _reach_every_parameter(losses: Dict[str, torch.Tensor], module: torch.nn.Mod
     (from the ``no_sync`` backward) rank-local.
     """
     keys = [k for k in losses if 'loss' in k]
-    tensors = [t for k in keys for t in
-               (losses[k] if isinstance(losses[k], (list, tuple)) else [losses[k]])]
+    tensors = [
+        t for k in keys
+        for t in (losses[k] if isinstance(losses[k], (list, tuple)) else [losses[k]])
+    ]
     if not tensors:
         return
     reached = _leaves_reached(sum(tensors))

@@ -91,8 +91,9 @@ def _compare_adn_meta(recorded: dict, current: dict, filename: str) -> None:
         fix = f"use a config whose backbone is type='{recorded.get('type')}'"
     else:
         settable = [f for f in differ if f != 'skippable_blocks' and f in recorded]
-        values = [tuple(recorded[f]) if isinstance(recorded[f], list) else recorded[f]
-                  for f in settable]
+        values = [
+            tuple(recorded[f]) if isinstance(recorded[f], list) else recorded[f] for f in settable
+        ]
         fix = ('set ' + ', '.join(f'model.backbone.{f}={v!r}' for f, v in zip(settable, values))
                + ' to match the checkpoint') if settable else \
             'use the config the checkpoint was trained with'
@@ -107,8 +108,8 @@ def _state_dict_of(checkpoint: dict) -> OrderedDict:
     state = checkpoint.get('state_dict', checkpoint)
     if not isinstance(state, dict):
         return OrderedDict()
-    out = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                      for k, v in state.items())
+    out = OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
     out._metadata = getattr(state, '_metadata', OrderedDict())
     return out
 
@@ -130,8 +131,7 @@ def _first(items, n: int = 3) -> str:
     return ', '.join(items[:n]) + more
 
 
-def check_checkpoint_fits(model: nn.Module, checkpoint, filename: str,
-                          strict: bool = True) -> None:
+def check_checkpoint_fits(model: nn.Module, checkpoint, filename: str, strict: bool = True) -> None:
     """Raise :class:`CheckpointMismatchError` if ``checkpoint`` does not fit ``model``.
 
     Always checked: the ADN backbone recorded in ``meta['adn_backbone']`` against the
@@ -166,12 +166,15 @@ def check_checkpoint_fits(model: nn.Module, checkpoint, filename: str,
     expected = {k: v for k, v in model.state_dict().items()}
     has_skip = any('_skip.' in k for k in state)
     fillable = set() if has_skip else {k for k in expected if '_skip.' in k}
-    missing = {k for k in set(expected) - set(state) - fillable
-               if not k.endswith('num_batches_tracked')}  # as mmengine's strict load
+    missing = {
+        k
+        for k in set(expected) - set(state) - fillable if not k.endswith('num_batches_tracked')
+    }  # as mmengine's strict load
     unexpected = set(state) - set(expected)
-    shapes = [k for k in set(state) & set(expected)
-              if hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(
-                  expected[k].shape)]
+    shapes = [
+        k for k in set(state) & set(expected)
+        if hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if not (missing or unexpected or shapes):
         return
     name = type(model).__name__
@@ -192,7 +195,8 @@ def check_checkpoint_fits(model: nn.Module, checkpoint, filename: str,
     inner_fill = {k[len('backbone.'):] for k in fillable if k.startswith('backbone.')}
     other = [k for k in missing | unexpected | set(shapes) if not k.startswith('backbone.')]
     if inner and inner - inner_fill <= state_inner and other and not [
-            k for k in shapes if k.startswith('backbone.')]:
+            k for k in shapes if k.startswith('backbone.')
+    ]:
         raise CheckpointMismatchError(
             f'{filename} holds another model{_experiment(meta)} whose backbone fits this '
             f'config but whose other parts do not ({_first(other)}): start training from '
@@ -222,8 +226,7 @@ def load_checkpoint_dict_strictly(model: nn.Module, checkpoint: dict, filename: 
     check_checkpoint_fits(model, checkpoint, filename, strict=False)
     name = type(_unwrap(model)).__name__
     try:
-        load_state_dict(_unwrap(model), _state_dict_of(checkpoint), strict=True,
-                        logger='silent')
+        load_state_dict(_unwrap(model), _state_dict_of(checkpoint), strict=True, logger='silent')
     except CheckpointMismatchError as err:  # a backbone's own check (depth, split)
         raise CheckpointMismatchError(
             f'checkpoint {filename} does not fit the model of this config ({name}): '
@@ -232,8 +235,8 @@ def load_checkpoint_dict_strictly(model: nn.Module, checkpoint: dict, filename: 
         check_checkpoint_fits(model, checkpoint, filename, strict=True)  # says what it is
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         raise CheckpointMismatchError(
-            f'checkpoint {filename} does not fit the model of this config ({name}): '
-            + ' '.join(ln[:300] for ln in lines[:4])) from None
+            f'checkpoint {filename} does not fit the model of this config ({name}): ' +
+            ' '.join(ln[:300] for ln in lines[:4])) from None
 
 
 def load_strictly(model: nn.Module, filename: str) -> dict:

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from ..analysis import load_accuracy, measure_latency, pareto_front
-from ..models.layers import find_adn_backbone
 from ..analysis.profile import profile_forward
+from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
 from .policy import DepthPolicy
 
@@ -92,12 +92,10 @@ class DepthController:
     def __init__(self, target, profile: ProfileLike, budget_ms: float,
                  accuracy: Union[None, str, Mapping[str, float]] = None,
                  metric: Optional[str] = None, cost: str = 'latency', quantile: float = 0.9,
-                 window: int = 10, headroom: float = 0.8, down_after: int = 2,
-                 up_after: int = 5, max_patience: int = 20, warmup: int = 1,
-                 fn: Optional[Callable] = None,
+                 window: int = 10, headroom: float = 0.8, down_after: int = 2, up_after: int = 5,
+                 max_patience: int = 20, warmup: int = 1, fn: Optional[Callable] = None,
                  clock: Callable[[], float] = time.perf_counter, sync: Optional[bool] = None,
-                 start: SkipLike = None,
-                 logger: Union[str, logging.Logger, None] = 'current',
+                 start: SkipLike = None, logger: Union[str, logging.Logger, None] = 'current',
                  switch: Optional[Callable[[str], None]] = None):
         self.target = target
         self.model = _model_of(target)
@@ -134,11 +132,11 @@ class DepthController:
         value = (lambda s: accuracy[s]) if accuracy is not None else \
             (lambda s: by_skip[s]['gflops'])
         levels = pareto_front({s: (r[self.cost], value(s)) for s, r in by_skip.items()})
-        self.policy = DepthPolicy(
-            levels, {s: by_skip[s]['latency_ms'] for s in levels}, budget_ms,
-            quantile=quantile, window=window, headroom=headroom, down_after=down_after,
-            up_after=up_after, max_patience=max_patience, warmup=warmup,
-            start=self._skip_of(start), logger=logger)
+        self.policy = DepthPolicy(levels, {s: by_skip[s]['latency_ms']
+                                           for s in levels}, budget_ms, quantile=quantile,
+                                  window=window, headroom=headroom, down_after=down_after,
+                                  up_after=up_after, max_patience=max_patience, warmup=warmup,
+                                  start=self._skip_of(start), logger=logger)
         self.fit: Optional[dict] = None
         self.log: List[dict] = []
         self.switch(self.skip)
@@ -170,8 +168,7 @@ class DepthController:
             if skip in seen:
                 raise ValueError(f'profile row {i}: {skip} appears twice')
             seen.add(skip)
-            row.update(skip=skip, latency_ms=float(row['latency_ms']),
-                       gflops=float(row['gflops']))
+            row.update(skip=skip, latency_ms=float(row['latency_ms']), gflops=float(row['gflops']))
         return rows
 
     def _skip_of(self, skip: SkipLike) -> Optional[str]:
@@ -253,12 +250,13 @@ class DepthController:
         xs = [profiled[s] for s in self.levels]
         ys = [latency[s] for s in self.levels]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        var = sum((x - mx) ** 2 for x in xs)
+        var = sum((x - mx)**2 for x in xs)
         slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var) if var else 0
         self.policy.set_expected({s: my + slope * (profiled[s] - mx) for s in self.levels})
         self.fit = dict(intercept_ms=my - slope * mx, slope=slope)
         self.switch(self.skip)
         return latency
+
     def summary(self, start: int = 0, stop: Optional[int] = None) -> dict:
         """Figures of the logged calls ``log[start:stop]``: how many, the share over budget,
         the mean GFLOPs per call (of the profile) and the mean accuracy (given one), the
@@ -268,13 +266,14 @@ class DepthController:
             raise ValueError(f'no logged call in log[{start}:{stop}] ({len(self.log)} '
                              'logged)')
         gflops = {r['skip']: r['gflops'] for r in self.rows}
-        out = dict(calls=len(calls),
-                   over_budget=sum(c['latency_ms'] > self.budget_ms for c in calls)
-                   / len(calls),
-                   mean_gflops=sum(gflops[c['skip']] for c in calls) / len(calls),
-                   switches=sum(a['skip'] != b['skip'] for a, b in zip(calls, calls[1:])),
-                   calls_per_skip={s: sum(c['skip'] == s for c in calls)
-                                   for s in dict.fromkeys(c['skip'] for c in calls)})
+        n = len(calls)
+        out = dict(calls=n, over_budget=sum(c['latency_ms'] > self.budget_ms for c in calls) / n,
+                   mean_gflops=sum(gflops[c['skip']] for c in calls) / n,
+                   switches=sum(a['skip'] != b['skip'] for a, b in zip(calls, calls[1:])))
+        out['calls_per_skip'] = {
+            s: sum(c['skip'] == s for c in calls)
+            for s in dict.fromkeys(c['skip'] for c in calls)
+        }
         if self.accuracy is not None:
-            out['mean_accuracy'] = sum(self.accuracy[c['skip']] for c in calls) / len(calls)
+            out['mean_accuracy'] = sum(self.accuracy[c['skip']] for c in calls) / n
         return out

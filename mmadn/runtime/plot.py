@@ -4,11 +4,10 @@ import os.path as osp
 from typing import Mapping, Optional, Sequence, Tuple
 
 
-def plot_controller_log(log: Sequence[Mapping], path: str, budget_ms: float,
-                        levels: Sequence[str],
+def plot_controller_log(log: Sequence[Mapping], path: str, budget_ms: float, levels: Sequence[str],
                         others: Optional[Mapping[str, Sequence[Mapping]]] = None,
-                        spans: Sequence[Tuple[float, float, str]] = (),
-                        title: Optional[str] = None) -> None:
+                        spans: Sequence[Tuple[float, float,
+                                              str]] = (), title: Optional[str] = None) -> None:
     """Write a PNG of two panels sharing the time axis (seconds since the first call):
     the latency of each call with the budget as a dashed line, and the sub-network each
     call ran (the front's levels from the cheapest up).
@@ -38,10 +37,10 @@ def plot_controller_log(log: Sequence[Mapping], path: str, budget_ms: float,
             ax.axvspan(start - t0, end - t0, color='tab:orange', alpha=0.15,
                        label=label if ax is ax_lat and i == 0 else None)
     for name, calls in series.items():
-        ax_lat.plot([c['time'] - t0 for c in calls], [c['latency_ms'] for c in calls],
-                    '.', markersize=3, alpha=0.7, label=name)
-    ax_lat.plot([c['time'] - t0 for c in log], [c['latency_ms'] for c in log], '.-',
-                markersize=3, linewidth=0.8, color='tab:red', label='controller')
+        ax_lat.plot([c['time'] - t0 for c in calls], [c['latency_ms'] for c in calls], '.',
+                    markersize=3, alpha=0.7, label=name)
+    ax_lat.plot([c['time'] - t0 for c in log], [c['latency_ms'] for c in log], '.-', markersize=3,
+                linewidth=0.8, color='tab:red', label='controller')
     ax_lat.axhline(budget_ms, color='black', linestyle='--', linewidth=1,
                    label=f'budget {budget_ms:.0f} ms')
     ax_lat.set_ylabel('latency per call (ms)')
@@ -49,8 +48,8 @@ def plot_controller_log(log: Sequence[Mapping], path: str, budget_ms: float,
     ax_lat.legend(fontsize=7, loc='upper left')
     index = {s: i for i, s in enumerate(levels)}
     known = [c for c in log if c['skip'] in index]
-    ax_depth.step([c['time'] - t0 for c in known], [index[c['skip']] for c in known],
-                  where='post', color='tab:red')
+    ax_depth.step([c['time'] - t0 for c in known], [index[c['skip']] for c in known], where='post',
+                  color='tab:red')
     ax_depth.set_yticks(range(len(levels)))
     ax_depth.set_yticklabels(levels, fontsize=7)
     ax_depth.set_ylabel('sub-network')

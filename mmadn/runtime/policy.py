@@ -64,11 +64,10 @@ class DepthPolicy:
             ``print_log`` takes it. Defaults to ``'current'``.
     """
 
-    def __init__(self, levels: Sequence[str], expected_ms: Mapping[str, float],
-                 budget_ms: float, quantile: float = 0.9, window: int = 10,
-                 headroom: float = 0.8, down_after: int = 2, up_after: int = 5,
-                 max_patience: int = 20, warmup: int = 1, start: Optional[str] = None,
-                 logger: Union[str, logging.Logger, None] = 'current'):
+    def __init__(self, levels: Sequence[str], expected_ms: Mapping[str, float], budget_ms: float,
+                 quantile: float = 0.9, window: int = 10, headroom: float = 0.8,
+                 down_after: int = 2, up_after: int = 5, max_patience: int = 20, warmup: int = 1,
+                 start: Optional[str] = None, logger: Union[str, logging.Logger, None] = 'current'):
         self.check_settings(budget_ms, quantile, window, headroom, down_after, up_after,
                             max_patience, warmup)
         self.levels: List[str] = list(levels)
@@ -82,9 +81,10 @@ class DepthPolicy:
         self.set_expected(expected_ms, 'profile', start)
 
     @staticmethod
-    def check_settings(budget_ms, quantile, window, headroom, down_after, up_after,
-                       max_patience, warmup) -> None:
+    def check_settings(budget_ms, quantile, window, headroom, down_after, up_after, max_patience,
+                       warmup) -> None:
         """Raise a ``ValueError`` naming the first bad setting and its accepted form."""
+
         def bad(name, value, form):
             raise ValueError(f'{name}={value!r}: expected {form}')
 
@@ -95,8 +95,8 @@ class DepthPolicy:
         if not 0 < headroom <= 1:
             bad('headroom', headroom, 'a number in (0, 1], e.g. 0.8')
         for name, value, low in (('window', window, 1), ('down_after', down_after, 1),
-                                 ('up_after', up_after, 1), ('max_patience', max_patience, 1),
-                                 ('warmup', warmup, 0)):
+                                 ('up_after', up_after, 1), ('max_patience', max_patience,
+                                                             1), ('warmup', warmup, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 bad(name, value, f'an integer >= {low}')
         if down_after > window or up_after > window:
@@ -107,16 +107,15 @@ class DepthPolicy:
                       source: str) -> None:
         cheapest = self.levels[0]
         if expected_ms[cheapest] > budget_ms:
-            raise ValueError(
-                f'budget_ms={budget_ms:g} is below the latency of the cheapest '
-                f'sub-network, {cheapest} ({expected_ms[cheapest]:.2f} ms, {source}): '
-                f'expected a budget of at least {expected_ms[cheapest]:.2f} ms')
+            raise ValueError(f'budget_ms={budget_ms:g} is below the latency of the cheapest '
+                             f'sub-network, {cheapest} ({expected_ms[cheapest]:.2f} ms, {source}): '
+                             f'expected a budget of at least {expected_ms[cheapest]:.2f} ms')
 
     def set_budget(self, budget_ms: float) -> None:
         """Change the budget (e.g. when the frame rate changes); it applies from the next
         observed call on. A bad budget raises and leaves the old one."""
-        self.check_settings(budget_ms, self.quantile, self.window, self.headroom,
-                            self.down_after, self.up_after, self.max_patience, self.warmup)
+        self.check_settings(budget_ms, self.quantile, self.window, self.headroom, self.down_after,
+                            self.up_after, self.max_patience, self.warmup)
         self._check_budget(float(budget_ms), self.expected_ms, self.source)
         self.budget_ms = float(budget_ms)
 
@@ -173,10 +172,10 @@ class DepthPolicy:
             return self.skip
         if missed and not self._warned:
             self._warned = True
-            print_log(f'budget_ms={self.budget_ms:g} is missed even by the cheapest '
-                      f'sub-network {self.skip} (p{self.quantile * 100:g} {seen:.1f} ms over '
-                      'the last calls); staying at it', logger=self.logger,
-                      level=logging.WARNING)
+            print_log(
+                f'budget_ms={self.budget_ms:g} is missed even by the cheapest '
+                f'sub-network {self.skip} (p{self.quantile * 100:g} {seen:.1f} ms over '
+                'the last calls); staying at it', logger=self.logger, level=logging.WARNING)
         if n >= self.patience and self.level < len(self.levels) - 1:
             slowdown = max(list(self._slowdowns)[-self.patience:])
             fits = self._within(range(self.level + 1, len(self.levels)), slowdown)
@@ -187,13 +186,16 @@ class DepthPolicy:
     def _within(self, levels: range, slowdown: float) -> List[int]:
         """The levels among ``levels`` expected within ``headroom * budget_ms`` at
         ``slowdown``."""
-        return [j for j in levels
-                if slowdown * self.expected_ms[self.levels[j]] <= self.headroom * self.budget_ms]
+        return [
+            j for j in levels
+            if slowdown * self.expected_ms[self.levels[j]] <= self.headroom * self.budget_ms
+        ]
 
     def _move(self, level: int, seen: float) -> None:
-        print_log(f'{self.skip} -> {self.levels[level]} (p{self.quantile * 100:g} '
-                  f'{seen:.1f} ms, budget {self.budget_ms:g} ms)', logger=self.logger,
-                  level=logging.DEBUG)
+        print_log(
+            f'{self.skip} -> {self.levels[level]} (p{self.quantile * 100:g} '
+            f'{seen:.1f} ms, budget {self.budget_ms:g} ms)', logger=self.logger,
+            level=logging.DEBUG)
         self._last_move_up = level > self.level
         self.level = level
         self._slowdowns.clear()

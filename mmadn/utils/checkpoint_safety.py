@@ -15,16 +15,15 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ['UnsafeCheckpointError', 'CorruptCheckpointError', 'allow_mmengine_checkpoints',
-           'describe_file']
+__all__ = [
+    'UnsafeCheckpointError', 'CorruptCheckpointError', 'allow_mmengine_checkpoints', 'describe_file'
+]
 
 # Prefix of every error torch.load raises for a weights_only refusal.
 _WEIGHTS_ONLY_PREFIX = 'Weights only load failed'
 # Patterns of the reasons torch's weights_only unpickler gives.
-_UNSUPPORTED_GLOBAL = re.compile(
-    r'Unsupported global: GLOBAL (\S+) was not an allowed global')
-_BLOCKED_GLOBAL = re.compile(
-    r'unsupported GLOBAL (\S+) whose module (\S+) is blocked')
+_UNSUPPORTED_GLOBAL = re.compile(r'Unsupported global: GLOBAL (\S+) was not an allowed global')
+_BLOCKED_GLOBAL = re.compile(r'unsupported GLOBAL (\S+) whose module (\S+) is blocked')
 _GETATTR_REFUSED = 'builtins.getattr('
 
 # The statistics methods HistoryBuffer registers by default (in
@@ -35,14 +34,16 @@ _HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
 # Globals that run code by themselves when a pickle calls them: never suggested for the
 # allow-list (torch blocks os/sys/posix/nt outright; these it would let a user allow).
 _CODE_RUNNING_MODULES = frozenset({
-    'subprocess', 'shutil', 'importlib', 'runpy', 'pickle', '_pickle', 'marshal', 'code',
-    'codeop', 'ctypes', 'pty', 'socket', 'multiprocessing', 'webbrowser', 'pdb', 'timeit',
-    'operator', 'functools', 'types', 'io', 'pathlib', 'tempfile', 'glob', 'asyncio'})
+    'subprocess', 'shutil', 'importlib', 'runpy', 'pickle', '_pickle', 'marshal', 'code', 'codeop',
+    'ctypes', 'pty', 'socket', 'multiprocessing', 'webbrowser', 'pdb', 'timeit', 'operator',
+    'functools', 'types', 'io', 'pathlib', 'tempfile', 'glob', 'asyncio'
+})
 # builtins that only build plain values: everything else in builtins (eval, exec,
 # getattr, __import__, open, ...) can run code or reach it
 _VALUE_BUILTINS = frozenset({
-    'set', 'frozenset', 'slice', 'complex', 'bytearray', 'range', 'bytes', 'int', 'float',
-    'bool', 'str', 'tuple', 'list', 'dict'})
+    'set', 'frozenset', 'slice', 'complex', 'bytearray', 'range', 'bytes', 'int', 'float', 'bool',
+    'str', 'tuple', 'list', 'dict'
+})
 
 _done = False
 
@@ -60,8 +61,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
             reason (e.g. an object of a type that is not allow-listed).
     """
 
-    def __init__(self, message: str, filename: str,
-                 refused_globals: List[str]):
+    def __init__(self, message: str, filename: str, refused_globals: List[str]):
         super().__init__(message)
         self.filename = filename
         self.refused_globals = refused_globals
@@ -163,36 +163,27 @@ def _is_corrupt_file_error(err: BaseException) -> bool:
         return _WEIGHTS_ONLY_PREFIX not in str(err)
     if isinstance(err, RuntimeError):
         message = str(err)
-        return any(s in message for s in (
-            'PytorchStreamReader', 'zip archive', 'invalid header', 'magic number',
-            'unexpected EOF', 'failed finding central directory'))
+        return any(s in message
+                   for s in ('PytorchStreamReader', 'zip archive', 'invalid header', 'magic number',
+                             'unexpected EOF', 'failed finding central directory'))
     if isinstance(err, (ValueError, UnicodeDecodeError)):
         return 'pickle' in str(err).lower() or isinstance(err, UnicodeDecodeError)
     return False
 
 
 def _history_buffer_getattr(obj, name):
-    """``builtins.getattr`` as the weights_only unpickler sees it.
-
-    Pickle writes a reference to a method such as ``HistoryBuffer.mean`` as
-    ``getattr(HistoryBuffer, 'mean')``, and every ``HistoryBuffer`` pickles
-    its statistics methods. This only allows that: ``obj`` must be
-    ``HistoryBuffer`` and ``name`` one of its statistics methods defined on
-    the class itself. Any other use (the way a malicious pickle would reach a
-    dangerous method) is refused, unless the user allow-listed the real
-    ``getattr`` (both are registered as ``builtins.getattr``).
-    """
+    """``builtins.getattr`` for the weights_only unpickler: only a statistics method of
+    ``HistoryBuffer`` (as its pickles reference them), unless the user allow-listed the
+    real ``getattr``; see docs/checkpoint_safety.md."""
     from mmengine.logging import HistoryBuffer
     if getattr in torch.serialization.get_safe_globals():
         # The user trusts a file and allow-listed the real getattr; torch
         # may pick either for 'builtins.getattr', so honour theirs.
         return getattr(obj, name)
-    if (obj is HistoryBuffer and isinstance(name, str)
-            and not name.startswith('_')):
+    if (obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_')):
         method = vars(HistoryBuffer).get(name)
-        if inspect.isfunction(method) and (
-                name in _HISTORY_BUFFER_STATISTICS
-                or HistoryBuffer._statistics_methods.get(name) is method):
+        if inspect.isfunction(method) and (name in _HISTORY_BUFFER_STATISTICS or
+                                           HistoryBuffer._statistics_methods.get(name) is method):
             return method
     raise pickle.UnpicklingError(
         f'builtins.getattr({obj!r}, {name!r}) was refused: mmadn only allows '
@@ -205,29 +196,20 @@ def _numpy_safe_globals() -> List[Tuple[Callable, str]]:
     """Numpy globals that mmengine checkpoints hold, under all their names."""
     import numpy as np
 
-    # numpy 2 renamed numpy.core to numpy._core (numpy.core remains as a
-    # deprecated alias). Pickles name whichever the writer had, so register
-    # the helpers under both names, whatever numpy is installed.
+    # numpy 2 renamed numpy.core to numpy._core: pickles name the writer's, so both
     np_core = getattr(np, '_core', None)
     if np_core is None or not hasattr(np_core, 'multiarray'):
         np_core = np.core  # numpy < 2
     multiarray = np_core.multiarray
-    entries: List[Tuple[Callable, str]] = []
-    for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
-        entries.append((multiarray.scalar, f'{module}.scalar'))
-    entries.append((np.ndarray, 'numpy.ndarray'))
-    entries.append((np.dtype, 'numpy.dtype'))
-    return entries
+    entries = [(fn, f'{module}.{fn.__name__}')
+               for module in ('numpy._core.multiarray', 'numpy.core.multiarray')
+               for fn in (multiarray._reconstruct, multiarray.scalar)]
+    return entries + [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
 
 
 def _numpy_dtype_classes() -> List[type]:
-    """Types of the numpy dtypes allowed in arrays and scalars.
-
-    Not globals of the pickle: the restricted unpickler only restores state
-    (``BUILD``) into instances of allow-listed types, and a pickled dtype is
-    ``numpy.dtype('f8', ...)`` followed by such a ``BUILD``.
-    """
+    """Types of the numpy dtypes allowed in arrays and scalars (the unpickler restores
+    state only into instances of allow-listed types)."""
     import numpy as np
     return [type(np.dtype(code)) for code in ('?', 'i4', 'i8', 'f4', 'f8')]
 
@@ -243,15 +225,10 @@ def _safe_globals() -> list:
 
 
 def _refused_globals(filename, message: str) -> List[str]:
-    """The globals of ``filename`` that weights_only refuses.
-
-    Statically lists the pickle's globals when the file is a local
-    ``torch.save`` zip (all of them at once, nothing is executed); otherwise
-    falls back to the one named in torch's error ``message``.
-    """
+    """The globals of ``filename`` that weights_only refuses: all of a local torch.save
+    zip, listed statically (nothing runs), else the one torch's ``message`` names."""
     found: List[str] = []
-    get_unsafe = getattr(torch.serialization,
-                         'get_unsafe_globals_in_checkpoint', None)
+    get_unsafe = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
     if get_unsafe is not None and isinstance(filename, str) \
             and os.path.isfile(os.path.expanduser(filename)):
         try:
@@ -290,21 +267,15 @@ def _runs_code(name: str) -> bool:
 
 
 def _refusal_message(filename, refused: List[str], detail: str) -> str:
-    """The message of :class:`UnsafeCheckpointError`.
-
-    Args:
-        filename: The checkpoint.
-        refused: The refused globals (may be empty).
-        detail: The message of torch's ``UnpicklingError``.
-    """
+    """The message of :class:`UnsafeCheckpointError`; ``refused`` may be empty,
+    ``detail`` is the message of torch's ``UnpicklingError``."""
     if not refused:
-        return (
-            f'Refused to load checkpoint {filename!r}: '
-            'torch.load(weights_only=True) does not accept its content, '
-            'since loading arbitrary pickled objects could run code. '
-            f'torch said:\n{detail}\nIf you trust this file, allow-list the '
-            'type it names with torch.serialization.add_safe_globals([...]) '
-            'before loading it.')
+        return (f'Refused to load checkpoint {filename!r}: '
+                'torch.load(weights_only=True) does not accept its content, '
+                'since loading arbitrary pickled objects could run code. '
+                f'torch said:\n{detail}\nIf you trust this file, allow-list the '
+                'type it names with torch.serialization.add_safe_globals([...]) '
+                'before loading it.')
     names = ', '.join(refused)
     lines = [
         f'Refused to load checkpoint {filename!r}: it references '
@@ -314,38 +285,31 @@ def _refusal_message(filename, refused: List[str], detail: str) -> str:
     ]
     # Say what a refused getattr was asked for (our message, inside torch's).
     lines += [
-        line.strip() for line in detail.splitlines()
-        if line.strip().startswith(_GETATTR_REFUSED)
+        line.strip() for line in detail.splitlines() if line.strip().startswith(_GETATTR_REFUSED)
     ]
     blocked = sorted({m for m in map(_blocked_module, refused) if m})
     if blocked:
-        lines.append(
-            f'torch never allows globals of module(s) {", ".join(blocked)} '
-            'in weights_only loads: a checkpoint referencing them is almost '
-            'certainly malicious. Only torch.load(..., weights_only=False) '
-            'could load it, which runs that code; do not do that unless you '
-            'wrote the file yourself.')
-    dangerous = [name for name in refused
-                 if not _blocked_module(name) and _runs_code(name)]
+        lines.append(f'torch never allows globals of module(s) {", ".join(blocked)} '
+                     'in weights_only loads: a checkpoint referencing them is almost '
+                     'certainly malicious. Only torch.load(..., weights_only=False) '
+                     'could load it, which runs that code; do not do that unless you '
+                     'wrote the file yourself.')
+    dangerous = [name for name in refused if not _blocked_module(name) and _runs_code(name)]
     if dangerous:
-        lines.append(
-            f'{", ".join(dangerous)} can run code by itself and no checkpoint of '
-            'weights needs it: do not allow-list it. This file is not a plain '
-            'checkpoint and may be malicious; load weights from a trusted source.')
-    allowable = [name for name in refused
-                 if not _blocked_module(name) and not _runs_code(name)]
+        lines.append(f'{", ".join(dangerous)} can run code by itself and no checkpoint of '
+                     'weights needs it: do not allow-list it. This file is not a plain '
+                     'checkpoint and may be malicious; load weights from a trusted source.')
+    allowable = [name for name in refused if not _blocked_module(name) and not _runs_code(name)]
     if allowable:
-        imports = '\n'.join(
-            f'    from {name.rsplit(".", 1)[0]} import {name.rsplit(".", 1)[1]}'
-            for name in allowable)
+        imports = '\n'.join(f'    from {name.rsplit(".", 1)[0]} import {name.rsplit(".", 1)[1]}'
+                            for name in allowable)
         listed = ', '.join(name.rsplit('.', 1)[1] for name in allowable)
-        lines.append(
-            'If you trust the source of this file, allow-list '
-            f'{"it" if len(allowable) == 1 else "them"} before loading:\n'
-            f'    import torch\n{imports}\n'
-            f'    torch.serialization.add_safe_globals([{listed}])\n'
-            '(or load it inside '
-            f'`with torch.serialization.safe_globals([{listed}]):`).')
+        lines.append('If you trust the source of this file, allow-list '
+                     f'{"it" if len(allowable) == 1 else "them"} before loading:\n'
+                     f'    import torch\n{imports}\n'
+                     f'    torch.serialization.add_safe_globals([{listed}])\n'
+                     '(or load it inside '
+                     f'`with torch.serialization.safe_globals([{listed}]):`).')
     return '\n'.join(lines)
 
 
@@ -363,9 +327,8 @@ def _check_weights_only(loader: Callable) -> Callable:
             if _WEIGHTS_ONLY_PREFIX not in message or not _readable_torch_file(filename):
                 raise _corrupt_error(filename, err) from err
             refused = _refused_globals(filename, message)
-            raise UnsafeCheckpointError(
-                _refusal_message(filename, refused, message), filename,
-                refused) from err
+            raise UnsafeCheckpointError(_refusal_message(filename, refused, message), filename,
+                                        refused) from err
         except Exception as err:  # noqa: BLE001 - re-raised unless the file is corrupt
             if _is_corrupt_file_error(err) or not _readable_torch_file(filename):
                 raise _corrupt_error(filename, err) from err
@@ -377,8 +340,7 @@ def _check_weights_only(loader: Callable) -> Callable:
 def _mmengine_loaders() -> list:
     """``(prefixes, loader)`` of the schemes mmengine registers in CheckpointLoader."""
     from mmengine.runner import checkpoint as ckpt
-    return [('', ckpt.load_from_local),
-            (('http://', 'https://'), ckpt.load_from_http),
+    return [('', ckpt.load_from_local), (('http://', 'https://'), ckpt.load_from_http),
             ('pavi://', ckpt.load_from_pavi),
             ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), ckpt.load_from_ceph),
             (('modelzoo://', 'torchvision://'), ckpt.load_from_torchvision),

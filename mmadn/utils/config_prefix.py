@@ -37,8 +37,8 @@ def config_root() -> str:
 def shipped_configs() -> List[str]:
     """Every shipped config, relative to :func:`config_root` (``'demo/...py'``, ...)."""
     root = config_root()
-    return sorted(osp.relpath(p, root)
-                  for p in glob.glob(osp.join(root, '**', '*.py'), recursive=True))
+    return sorted(
+        osp.relpath(p, root) for p in glob.glob(osp.join(root, '**', '*.py'), recursive=True))
 
 
 def resolve_config(path: str) -> str:

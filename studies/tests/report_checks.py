@@ -7,8 +7,7 @@ def md_table(md: str, first_header_cells: str):
     """``(header line, rows)`` of the Markdown table whose header line starts with
     ``| first_header_cells |``; each row a list of stripped cells."""
     lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines)
-                 if line.startswith(f'| {first_header_cells} |'))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f'| {first_header_cells} |'))
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith('|'):

@@ -7,14 +7,12 @@ import re
 
 import numpy as np
 import pytest
+import study_cls
 import torch
 
-import study_cls
 from mmadn.analysis import count_flops
 from mmadn.models.backbones import ResNetADN
-
-from .report_checks import (assert_real_plot, assert_report_from_json_alone,
-                            md_table)
+from .report_checks import assert_real_plot, assert_report_from_json_alone, md_table
 
 VARIANTS = ['adn', 'adn_no_skipbn', 'plain', 'base']
 
@@ -23,9 +21,12 @@ VARIANTS = ['adn', 'adn_no_skipbn', 'plain', 'base']
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('study_cls')
     out = str(tmp / 'out')
-    argv = ['--quick', '--threads', '1', '--iters', '2', '--variants', *VARIANTS,
-            '--skips', 'TTFF', '--out', out, '--work-dir', str(tmp / 'work'),
-            '--data-root', str(tmp / 'digits')]
+    argv = [
+        '--quick', '--threads', '1', '--iters', '2', '--variants', *VARIANTS, '--skips', 'TTFF',
+        '--out', out, '--work-dir',
+        str(tmp / 'work'), '--data-root',
+        str(tmp / 'digits')
+    ]
     data = study_cls.main(argv)
     return data, out, argv, str(tmp / 'digits')
 
@@ -33,12 +34,15 @@ def study(tmp_path_factory):
 def test_digits_split_and_reuse(study):
     _, _, _, root = study
     root = osp.join(root, '32px')
-    counts = {split: sum(len(os.listdir(osp.join(root, split, str(c)))) for c in range(10))
-              for split in ('train', 'test')}
+    counts = {
+        split: sum(len(os.listdir(osp.join(root, split, str(c)))) for c in range(10))
+        for split in ('train', 'test')
+    }
     assert counts == dict(train=1347, test=450)  # all 1797 digits, stratified 75/25
     import cv2
-    img = cv2.imread(osp.join(root, 'test', '0', sorted(os.listdir(
-        osp.join(root, 'test', '0')))[0]), cv2.IMREAD_UNCHANGED)
+    img = cv2.imread(
+        osp.join(root, 'test', '0',
+                 sorted(os.listdir(osp.join(root, 'test', '0')))[0]), cv2.IMREAD_UNCHANGED)
     assert img.shape == (32, 32) and img.dtype == np.uint8 and img.max() > 100
     marker = osp.join(root, study_cls.DIGITS_META)
     before = os.stat(marker).st_mtime_ns

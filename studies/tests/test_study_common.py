@@ -2,13 +2,13 @@
 import math
 
 import pytest
+import study_common as sc
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 
 import mmadn  # noqa: F401
-import study_common as sc
 from mmadn.models.backbones import ResNetADN
-from mmdet.registry import MODELS
 
 DET_DEMO = 'configs/demo/mask_rcnn_r18_adn_fpn_demo.py'
 
@@ -106,8 +106,10 @@ def test_skip_norm_distances_zero_for_equal_statistics():
 
 
 def test_bn_distance_summary_groups():
-    rows = [dict(name=f'n{i}', stage=f'layer{i // 2 + 1}', first=i % 2 == 0, distance=d)
-            for i, d in enumerate([0.0, 1.0, 0.2, 2.0, 0.4, 3.0, 0.6, 4.0])]
+    rows = [
+        dict(name=f'n{i}', stage=f'layer{i // 2 + 1}', first=i % 2 == 0, distance=d)
+        for i, d in enumerate([0.0, 1.0, 0.2, 2.0, 0.4, 3.0, 0.6, 4.0])
+    ]
     other = [dict(r, distance=r['distance'] * 2) for r in rows]
     s = sc.bn_distance_summary([rows, other])
     assert s['first norm, stage 1'] == (0.0, 0.0)
@@ -122,16 +124,37 @@ def test_statistics_and_checks():
     assert sc.mean_std([5.0]) == (5.0, 0.0)
     assert all(math.isnan(v) for v in sc.mean_std([]))
     assert sc.fmt_ms([1.0, 3.0]) == '2.0 ± 1.4' and sc.fmt_ms([2.0]) == '2.0'
-    runs = [dict(variant='adn', seed=s, results={'FFFF': {'m': a}, 'TTTT': {'m': b}})
-            for s, a, b in ((0, 90.0, 88.0), (1, 92.0, 86.0))]
-    runs += [dict(variant='plain', seed=s, results={'FFFF': {'m': a}, 'TTTT': {'m': b}})
-             for s, a, b in ((0, 91.0, 20.0), (1, 91.5, 30.0))]
-    runs += [dict(variant='base', seed=s, base_skip='TTTT', results={'static': {'m': a}})
-             for s, a in ((0, 89.0), (1, 89.5))]
+    runs = [
+        dict(variant='adn', seed=s, results={
+            'FFFF': {
+                'm': a
+            },
+            'TTTT': {
+                'm': b
+            }
+        }) for s, a, b in ((0, 90.0, 88.0), (1, 92.0, 86.0))
+    ]
+    runs += [
+        dict(variant='plain', seed=s, results={
+            'FFFF': {
+                'm': a
+            },
+            'TTTT': {
+                'm': b
+            }
+        }) for s, a, b in ((0, 91.0, 20.0), (1, 91.5, 30.0))
+    ]
+    runs += [
+        dict(variant='base', seed=s, base_skip='TTTT', results={'static': {
+            'm': a
+        }}) for s, a in ((0, 89.0), (1, 89.5))
+    ]
     assert sc.values(runs, 'base', 'TTTT', 'm') == [89.0, 89.5]
     assert sc.values(runs, 'base', 'FFFF', 'm') == []
-    rows = {r[0]: r for r in sc.standard_checks(runs, ['adn', 'plain', 'base'], 'm',
-                                                 'FFFF', 'TTTT')}
+    rows = {
+        r[0]: r
+        for r in sc.standard_checks(runs, ['adn', 'plain', 'base'], 'm', 'FFFF', 'TTTT')
+    }
     naive = rows['ADN base-net beats naive skipping of a normally trained net']
     assert naive[3] == '+62.0' and naive[4] == '**holds**'
     sup = rows['ADN super-net beats the individual super-depth network']
@@ -152,10 +175,12 @@ def test_subnet_monotonicity():
 
 
 def test_interrupted_study_says_so_and_estimates_the_cpu_time():
-    runs = [dict(variant=v, seed=s, cpu_s=c, train_s=1.0, test_s=1.0, results={})
-            for v, s, c in (('adn', 0, 40.0), ('plain', 0, 20.0), ('adn', 1, 44.0))]
-    data = dict(setup=dict(seeds=[0, 1, 2], variants=['adn', 'plain'], threads=1),
-                runs=runs, wall_s=600.0, cpu_s=110.0, complete=False)
+    runs = [
+        dict(variant=v, seed=s, cpu_s=c, train_s=1.0, test_s=1.0, results={})
+        for v, s, c in (('adn', 0, 40.0), ('plain', 0, 20.0), ('adn', 1, 44.0))
+    ]
+    data = dict(setup=dict(seeds=[0, 1, 2], variants=['adn', 'plain'], threads=1), runs=runs,
+                wall_s=600.0, cpu_s=110.0, complete=False)
     # 3 seeds x (42 + 20) CPU seconds
     assert sc.planned_cpu_seconds(data) == pytest.approx(186.0)
     line = sc.timing_line(data)

@@ -5,11 +5,9 @@ import json
 import os.path as osp
 
 import pytest
-
 import study_det
 
-from .report_checks import (assert_real_plot, assert_report_from_json_alone,
-                            md_table)
+from .report_checks import assert_real_plot, assert_report_from_json_alone, md_table
 
 VARIANTS = ['adn', 'base']
 METRICS = ('coco/bbox_mAP', 'coco/segm_mAP')
@@ -31,24 +29,29 @@ def _flat(obj, prefix=''):
 
 def _diff(a, b):
     fa, fb = _flat(a.to_dict()), _flat(b.to_dict())
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, '<absent>') != fb.get(k, '<absent>'))
+    return sorted(k for k in fa.keys() | fb.keys()
+                  if fa.get(k, '<absent>') != fb.get(k, '<absent>'))
 
 
 def test_each_compared_variant_differs_in_exactly_one_setting():
     args = study_det.parse_args(['--quick'])
     base = study_det.det_cfg(args)
     skips = ['FFFF', 'TTTT']
-    cfg = {v: study_det.det_variant_cfg(base, v, f'{spec["init"]}.pth', skips)
-           for v, spec in study_det.DET_VARIANTS.items()}
+    cfg = {
+        v: study_det.det_variant_cfg(base, v, f'{spec["init"]}.pth', skips)
+        for v, spec in study_det.DET_VARIANTS.items()
+    }
     hook = 'custom_hooks.0.'
     # (a) KD only
-    assert _diff(cfg['adn'], cfg['adn_no_kd']) == [hook + 'feat_kd', hook + 'feat_kd.mode',
-                                                   hook + 'feat_kd.type']
+    assert _diff(cfg['adn'], cfg['adn_no_kd']) == [
+        hook + 'feat_kd', hook + 'feat_kd.mode', hook + 'feat_kd.type'
+    ]
     assert cfg['adn_no_kd'].custom_hooks[0]['feat_kd'] is None
     assert cfg['adn_no_kd'].custom_hooks[0]['base_task_loss'] is True
     # (b) the KD form only: what is distilled, how, and how the levels are combined
-    assert _diff(cfg['adn'], cfg['adn_stage_kd']) == [hook + 'feat_kd.mode', hook + 'features',
-                                                      hook + 'level_reduction']
+    assert _diff(cfg['adn'], cfg['adn_stage_kd']) == [
+        hook + 'feat_kd.mode', hook + 'features', hook + 'level_reduction'
+    ]
     # (c) skip-aware norms only
     assert _diff(cfg['adn'], cfg['adn_no_skipbn']) == ['model.backbone.skip_aware_norms']
     # (e) the start only, then calibration only
@@ -68,9 +71,12 @@ def test_each_compared_variant_differs_in_exactly_one_setting():
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('study_det')
     out = str(tmp / 'out')
-    argv = ['--quick', '--threads', '1', '--variants', *VARIANTS, '--skips', 'FFFF,TTTT',
-            '--out', out,
-            '--work-dir', str(tmp / 'work'), '--data-root', str(tmp / 'shapes')]
+    argv = [
+        '--quick', '--threads', '1', '--variants', *VARIANTS, '--skips', 'FFFF,TTTT', '--out', out,
+        '--work-dir',
+        str(tmp / 'work'), '--data-root',
+        str(tmp / 'shapes')
+    ]
     return study_det.main(argv), out, argv
 
 
@@ -135,9 +141,19 @@ def test_report_tables_and_plots(study):
 
 
 def test_precondition_verdicts():
+
     def runs(sup, naive):
-        return [dict(variant='plain', seed=i, results={'FFFF': {'m': a}, 'TTTT': {'m': b}})
-                for i, (a, b) in enumerate(zip(sup, naive))]
+        return [
+            dict(variant='plain', seed=i, results={
+                'FFFF': {
+                    'm': a
+                },
+                'TTTT': {
+                    'm': b
+                }
+            }) for i, (a, b) in enumerate(zip(sup, naive))
+        ]
+
     holds, text = study_det.precondition(runs([0.6, 0.62], [0.2, 0.25]), 'm', 'FFFF', 'TTTT')
     assert holds is True and 'loses 0.385' in text and 'can tell variants apart' in text
     holds, text = study_det.precondition(runs([0.6, 0.5], [0.55, 0.52]), 'm', 'FFFF', 'TTTT')

@@ -15,7 +15,6 @@ import mmadn  # noqa: F401
 from mmadn.analysis.cam import _finish, load_image, plot_subnet_maps, subnet_maps
 from mmadn.engine.launch import load_config
 from mmadn.models import build_model
-
 from ..conftest import CLS_DEMO, DET_DEMO, ROOT
 
 TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'vis_cam_subnets.py')
@@ -51,8 +50,14 @@ def cls_setup(cls_data_root, tmp_path_factory):
     model, _ = build_model(cfg)
     _scramble_norms(model)
     ckpt = str(tmp_path_factory.mktemp('cam') / 'cls.pth')
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': {'classes': CLASSES}}}, ckpt)
+    torch.save({
+        'state_dict': model.state_dict(),
+        'meta': {
+            'dataset_meta': {
+                'classes': CLASSES
+            }
+        }
+    }, ckpt)
     images = sorted(glob.glob(osp.join(cls_data_root, 'val', '*', '*.png')))
     return cfg, model.eval(), ckpt, images
 
@@ -108,14 +113,15 @@ def test_gradcam_map_is_the_gradient_weighted_activation(cls_setup):
     """The map of a block is ReLU(sum_k mean(d score / d A_k) A_k) of that block's output."""
     cfg, model, _, images = cls_setup
     data = load_image(cfg, images[1])
-    res = subnet_maps(model, data, ['TTFF'], blocks=['layer2.0', 'layer3.1'],
-                      target_class=2)
+    res = subnet_maps(model, data, ['TTFF'], blocks=['layer2.0', 'layer3.1'], target_class=2)
     batch = model.data_preprocessor(data, False)['inputs']
     model.backbone.set_skip('TTFF')
     mods = dict(model.backbone.named_modules())
     outs = {}
-    handles = [mods[n].register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o))
-               for n in res.blocks]
+    handles = [
+        mods[n].register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o))
+        for n in res.blocks
+    ]
     with torch.enable_grad():
         score = model(batch, mode='tensor')[0, 2]
         grads = torch.autograd.grad(score, [outs[n] for n in res.blocks])
@@ -155,15 +161,15 @@ def test_tool_writes_one_figure_per_image(cls_setup, tmp_path):
     for p in images[:2]:
         (folder / osp.basename(p)).write_bytes(open(p, 'rb').read())
     out = tmp_path / 'figs'
-    proc = subprocess.run(
-        [sys.executable, TOOL, CLS_DEMO, ckpt, str(folder), '--skips', 'FFFF,TTTT',
-         '--target-class', 'square', '--out', str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    proc = subprocess.run([
+        sys.executable, TOOL, CLS_DEMO, ckpt,
+        str(folder), '--skips', 'FFFF,TTTT', '--target-class', 'square', '--out',
+        str(out)
+    ], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = sorted(osp.basename(p) for p in glob.glob(str(out / '*_cam.png')))
-    assert written == sorted(osp.splitext(osp.basename(p))[0] + '_cam.png'
-                             for p in images[:2])
+    assert written == sorted(osp.splitext(osp.basename(p))[0] + '_cam.png' for p in images[:2])
     assert "Grad-CAM of class 'square' at layer3.0, layer3.1" in proc.stdout
     assert proc.stdout.count('  FFFF: predicts') == 2 and 'p(target)' in proc.stdout
 
@@ -203,8 +209,8 @@ def test_detector_backbone_gets_the_activation_norm(det_data_root, tmp_path):
     image = sorted(glob.glob(osp.join(det_data_root, 'val', '*')))[0]
     tool = _load_tool()
     out = str(tmp_path / 'det.png')
-    res, = tool.main([DET_DEMO, ckpt, image, '--skips', 'FFFF,FFTT,TTTT', '--stage', '2',
-                      '--out', out])
+    res, = tool.main(
+        [DET_DEMO, ckpt, image, '--skips', 'FFFF,FFTT,TTTT', '--stage', '2', '--out', out])
     assert res.task == 'detector' and res.method == 'actnorm'
     h, w = res.image.shape[:2]
     assert res.maps.shape == (3, 2, h, w) and res.blocks == ['layer2.0', 'layer2.1']

@@ -12,24 +12,25 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 
 import mmadn  # noqa: F401
-from mmadn.analysis import (count_active_params, count_flops, load_accuracy,
-                            measure_latency, pareto_front, plot_profile, profile_subnets,
-                            save_profile, select_subnet, switch_to_budget)
-
+from mmadn.analysis import (count_active_params, count_flops, load_accuracy, measure_latency,
+                            pareto_front, plot_profile, profile_subnets, save_profile,
+                            select_subnet, switch_to_budget)
 from ..conftest import CLS_DEMO, ROOT
 
 
 def _classifier(depth=18, width=16, **backbone):
-    return MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='ResNetADN', depth=depth, base_channels=width,
-                      stem_channels=width, **backbone),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=4, in_channels=width * 8)))
+    return MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNetADN', depth=depth, base_channels=width, stem_channels=width,
+                          **backbone), neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=4, in_channels=width * 8)))
 
 
 def test_attention_is_counted():
+
     class Attn(torch.nn.Module):
+
         def forward(self, q, k, v):
             return F.scaled_dot_product_attention(q, k, v)
 
@@ -47,9 +48,10 @@ def test_active_params_leave_out_skipped_blocks_and_the_unused_norm_set():
     assert count_active_params(model, x) == total - skip_norms  # FFFF: plain norms
     model.backbone.set_skip('TTTT')
     skipped = sum(p.numel() for n, p in named.items() if n.split('.')[2] == '1')
-    plain_norms_of_shared = sum(p.numel() for n, p in named.items()
-                                if n.startswith('backbone.layer') and n.split('.')[2] == '0'
-                                and n.split('.')[3] in ('bn1', 'bn2'))
+    plain_norms_of_shared = sum(
+        p.numel() for n, p in named.items()
+        if n.startswith('backbone.layer') and n.split('.')[2] == '0' and n.split('.')[3] in ('bn1',
+                                                                                             'bn2'))
     assert count_active_params(model, x) == total - skipped - plain_norms_of_shared
     assert model.backbone.skip_str == 'TTTT'  # counting leaves the model as it was
 
@@ -78,12 +80,16 @@ def test_profile_all_subnets_gflops_fall_as_blocks_are_skipped():
 
 def test_measure_latency_interleaves_and_is_at_least_the_sleep():
     calls = []
-    fns = {n: (lambda n=n: (calls.append(n), time.sleep(0.004 if n == 'b' else 0.001)))
-           for n in 'abc'}
+    fns = {
+        n: (lambda n=n: (calls.append(n), time.sleep(0.004 if n == 'b' else 0.001)))
+        for n in 'abc'
+    }
     out = measure_latency(fns, warmup=1, repeats=4, setup=lambda n: calls.append('+' + n))
     assert calls[:6] == ['+a', 'a', '+b', 'b', '+c', 'c']  # setup before each call
-    rounds = [''.join(c for c in calls[i:i + 6] if not c.startswith('+'))
-              for i in range(0, len(calls), 6)]
+    rounds = [
+        ''.join(c for c in calls[i:i + 6] if not c.startswith('+'))
+        for i in range(0, len(calls), 6)
+    ]
     assert rounds == ['abc', 'bca', 'cab', 'abc', 'bca']  # rotating order
     assert out['b']['median_ms'] >= 4.0 and out['a']['median_ms'] >= 1.0
     assert all(v['runs'] == 4 for v in out.values())
@@ -92,8 +98,7 @@ def test_measure_latency_interleaves_and_is_at_least_the_sleep():
 
 
 def test_pareto_front_and_budget_selection():
-    pts = {'A': (1.0, 0.50), 'B': (2.0, 0.60), 'C': (2.5, 0.55), 'D': (3.0, 0.70),
-           'E': (3.0, 0.65)}
+    pts = {'A': (1.0, 0.50), 'B': (2.0, 0.60), 'C': (2.5, 0.55), 'D': (3.0, 0.70), 'E': (3.0, 0.65)}
     assert pareto_front(pts) == ['A', 'B', 'D']
     profile = [dict(skip=k, gflops=c, latency_ms=10 * c) for k, (c, _) in pts.items()]
     acc = {k: v for k, (_, v) in pts.items()}
@@ -122,9 +127,11 @@ def test_switch_to_budget_on_a_real_profile():
 
 
 def test_results_files_and_plots(tmp_path):
-    rows = [dict(skip='FF', gflops=2.0, params_m=3.0, latency_ms=9.0),
-            dict(skip='TF', gflops=1.5, params_m=2.5, latency_ms=9.5),
-            dict(skip='TT', gflops=1.0, params_m=2.0, latency_ms=5.0)]
+    rows = [
+        dict(skip='FF', gflops=2.0, params_m=3.0, latency_ms=9.0),
+        dict(skip='TF', gflops=1.5, params_m=2.5, latency_ms=9.5),
+        dict(skip='TT', gflops=1.0, params_m=2.0, latency_ms=5.0)
+    ]
     save_profile(rows, str(tmp_path / 'p.json'))
     save_profile(rows, str(tmp_path / 'p.csv'))
     assert json.load(open(tmp_path / 'p.json')) == rows
@@ -133,8 +140,17 @@ def test_results_files_and_plots(tmp_path):
         save_profile(rows, 'p.txt')
     # TF is beaten by FF (more GFLOPs at about the same latency) and TT (faster)
     assert plot_profile(rows, str(tmp_path / 'lat.png')) == ['TT', 'FF']
-    results = {'FF': {'accuracy/top1': 80.0}, 'TF': {'accuracy/top1': 81.0},
-               'TT': {'accuracy/top1': 70.0}}
+    results = {
+        'FF': {
+            'accuracy/top1': 80.0
+        },
+        'TF': {
+            'accuracy/top1': 81.0
+        },
+        'TT': {
+            'accuracy/top1': 70.0
+        }
+    }
     json.dump(results, open(tmp_path / 'r.json', 'w'))
     acc, metric = load_accuracy(str(tmp_path / 'r.json'))
     assert metric == 'accuracy/top1' and acc['TF'] == 81.0
@@ -188,8 +204,8 @@ def test_profile_tool_clear_errors(tmp_path):
     torch.save({'state_dict': other.state_dict()}, tmp_path / 'r34.pth')
     err = _profile_main(CLS_DEMO, '--checkpoint', str(tmp_path / 'r34.pth'), '--no-latency')
     assert 'expects (2, 2, 2, 2) BasicBlock blocks' in err
-    assert "checkpoint 'missing.pth' does not exist" in _profile_main(
-        CLS_DEMO, '--checkpoint', 'missing.pth')
+    assert "checkpoint 'missing.pth' does not exist" in _profile_main(CLS_DEMO, '--checkpoint',
+                                                                      'missing.pth')
     if not torch.cuda.is_available():
         assert 'no CUDA device' in _profile_main(CLS_DEMO, '--device', 'cuda')
 
@@ -202,8 +218,8 @@ def test_profile_subnets_takes_the_skips_the_tools_take():
     assert len(rows) == 16
     rows = profile_subnets(model, x, skips='super,TTFF', latency=False)
     assert [r['skip'] for r in rows] == ['FFFF', 'TTFF']
-    for bad, message in (('', "skips='' names no sub-network"),
-                         ([], 'skips=[] names no sub-network'),
+    for bad, message in (('', "skips='' names no sub-network"), ([],
+                                                                 'skips=[] names no sub-network'),
                          ('FFFF,,TTTT', "skips='FFFF,,TTTT' has an empty entry"),
                          ('FFF', "skip='FFF': expected 4 letters of T/F")):
         with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):

@@ -2,13 +2,11 @@
 compares on the tiny classifier."""
 import gc
 
-import pytest
+import bench_train_step as bts
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
-
-import bench_train_step as bts
 
 from ..conftest import CLS_DEMO
 
@@ -42,9 +40,9 @@ def test_two_backward_peak_saved_bytes_near_the_plain_step():
         model.init_weights()
         model.train()
         optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=1e-3)))
-        data = dict(inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
-                            for _ in range(4)],
-                    data_samples=[DataSample().set_gt_label(k % 4) for k in range(4)])
+        data = dict(
+            inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(4)],
+            data_samples=[DataSample().set_gt_label(k % 4) for k in range(4)])
         hooks = bts.make_hooks('spatial')
         saved = {k: bts.measure_saved(k, hooks, model, optim, data, 'cpu') for k in bts.KINDS}
     one, two = saved['one_backward'] / saved['plain'], saved['two_backward'] / saved['plain']

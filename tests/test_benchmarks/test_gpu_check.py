@@ -10,14 +10,13 @@ from ..conftest import ROOT
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a CUDA GPU')
-@pytest.mark.parametrize('cmd', [['bash', 'benchmarks/gpu_check.sh'],
-                                 [sys.executable, 'benchmarks/gpu_check.py']])
+@pytest.mark.parametrize(
+    'cmd', [['bash', 'benchmarks/gpu_check.sh'], [sys.executable, 'benchmarks/gpu_check.py']])
 def test_gpu_check_refuses_without_cuda(tmp_path, cmd):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=ROOT)
     out = str(tmp_path / 'gpu_check')
     args = cmd + ([out] if cmd[0] == 'bash' else ['--out', out])
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines

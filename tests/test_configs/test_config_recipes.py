@@ -13,7 +13,6 @@ from mmengine.registry import PARAM_SCHEDULERS, DefaultScope, init_default_scope
 
 import mmadn  # noqa: F401
 from mmadn.models.layers.skip import default_num_shared_blocks
-
 from ..conftest import ROOT
 
 IMAGENET = sorted(glob.glob(osp.join(ROOT, 'configs', 'imagenet', 'resnet*.py')))
@@ -57,9 +56,10 @@ def depth(path):
 def test_every_shipped_config_is_here():
     names = sorted(osp.basename(p) for p in IMAGENET + DETECTION)
     expected = sorted(
-        [f'resnet{d}{k}_8xb32_in1k.py' for d in (50, 101) for k in ('', '_adn', '-base')] +
-        [f'{det}_rcnn_r{d}{k}_fpn_1x_coco.py' for det in ('faster', 'mask')
-         for d in (50, 101) for k in ('', '_adn', '-base')])
+        [f'resnet{d}{k}_8xb32_in1k.py' for d in (50, 101) for k in ('', '_adn', '-base')] + [
+            f'{det}_rcnn_r{d}{k}_fpn_1x_coco.py' for det in ('faster', 'mask') for d in (50, 101)
+            for k in ('', '_adn', '-base')
+        ])
     assert names == expected
 
 
@@ -82,9 +82,8 @@ def test_config_builds_its_model(path):
     else:
         assert type(bb).__name__ == 'ResNet' and blocks == BLOCKS[d]
     is_det = path in DETECTION
-    assert type(model).__name__ == (
-        'ImageClassifier' if not is_det else
-        'MaskRCNN' if 'mask_rcnn' in path else 'FasterRCNN')
+    assert type(model).__name__ == ('ImageClassifier' if not is_det else
+                                    'MaskRCNN' if 'mask_rcnn' in path else 'FasterRCNN')
     if is_det:  # ImageNet-initialised backbone, as mmdet does
         assert bb.frozen_stages == 1 and bb.norm_eval is True
         assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
@@ -98,8 +97,10 @@ def test_config_builds_its_model(path):
 def _lr_by_epoch(cfg, optimizer, epochs):
     scheds = cfg.param_scheduler
     scheds = scheds if isinstance(scheds, list) else [scheds]
-    epoch_scheds = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer)) for s in scheds
-                    if s.get('by_epoch', True)]
+    epoch_scheds = [
+        PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer)) for s in scheds
+        if s.get('by_epoch', True)
+    ]
     lrs = []
     for _ in range(epochs):
         lrs.append(optimizer.param_groups[0]['lr'])
@@ -193,7 +194,8 @@ def test_detection_backbone_from_an_imagenet_adn_checkpoint(det, tmp_path):
 
     cfg = load(osp.join(ROOT, 'configs', f'{det}_rcnn_r50_adn_fpn_1x_coco.py'), [
         'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
-        f'model.backbone.init_cfg.checkpoint={ckpt}', 'model.backbone.init_cfg.prefix=backbone.'])
+        f'model.backbone.init_cfg.checkpoint={ckpt}', 'model.backbone.init_cfg.prefix=backbone.'
+    ])
     detector = build(cfg)
     detector.backbone.init_weights()
     expected = classifier.backbone.state_dict()
@@ -204,7 +206,8 @@ def test_detection_backbone_from_an_imagenet_adn_checkpoint(det, tmp_path):
 
 
 ADN_DETECTION = sorted(glob.glob(osp.join(ROOT, 'configs', '*_adn_*coco.py'))) + [
-    osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')]
+    osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')
+]
 
 
 @pytest.mark.parametrize('path', ADN_DETECTION, ids=osp.basename)
@@ -213,6 +216,7 @@ def test_detection_configs_train_with_the_authors_recipe(path):
     FPN outputs (channel softmax, T = 1, KL per image), averaged over the levels: read from
     the hook that the built config makes."""
     from mmengine.registry import HOOKS
+
     from mmadn.engine.hooks import SubPathSpecializationHook
     from mmadn.models.losses import SubPathKDLoss
     cfg = load(path)

@@ -9,7 +9,6 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mmadn.datasets.demo_shapes import DEMO_SHAPES_CLASSES
-
 from ..conftest import read_scalars, run_tool
 from .test_config_recipes import DETECTION, kind, load
 
@@ -28,10 +27,13 @@ def demo_data_overrides(data_root, num_train=4, num_val=2, size=128):
             f'{loader}.dataset.data_prefix.img={split}/',
             f'{loader}.dataset.indices={n}',
             f'{loader}.dataset.pipeline.{resize_idx}.scale=({size},{size})',
-            f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
+            f'{loader}.num_workers=0',
+            f'{loader}.persistent_workers=False',
         ]
-    return opts + [f'val_evaluator.ann_file={root}annotations/instances_val.json',
-                   'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+    return opts + [
+        f'val_evaluator.ann_file={root}annotations/instances_val.json', 'train_cfg.max_epochs=1',
+        'default_hooks.logger.interval=1'
+    ]
 
 
 def demo_overrides(data_root, path):
@@ -40,29 +42,36 @@ def demo_overrides(data_root, path):
     num_classes = len(DEMO_SHAPES_CLASSES)
     opts = [f'model.roi_head.bbox_head.num_classes={num_classes}']
     # a narrow FPN and heads (the 256-channel ones dominate the time on a CPU)
-    opts += ['model.neck.out_channels=64', 'model.rpn_head.in_channels=64',
-             'model.rpn_head.feat_channels=64',
-             'model.roi_head.bbox_roi_extractor.out_channels=64',
-             'model.roi_head.bbox_head.in_channels=64',
-             'model.roi_head.bbox_head.fc_out_channels=256']
+    opts += [
+        'model.neck.out_channels=64', 'model.rpn_head.in_channels=64',
+        'model.rpn_head.feat_channels=64', 'model.roi_head.bbox_roi_extractor.out_channels=64',
+        'model.roi_head.bbox_head.in_channels=64', 'model.roi_head.bbox_head.fc_out_channels=256'
+    ]
     if 'mask_rcnn' in osp.basename(path):
-        opts += [f'model.roi_head.mask_head.num_classes={num_classes}',
-                 'model.roi_head.mask_roi_extractor.out_channels=64',
-                 'model.roi_head.mask_head.in_channels=64',
-                 'model.roi_head.mask_head.conv_out_channels=64']
+        opts += [
+            f'model.roi_head.mask_head.num_classes={num_classes}',
+            'model.roi_head.mask_roi_extractor.out_channels=64',
+            'model.roi_head.mask_head.in_channels=64',
+            'model.roi_head.mask_head.conv_out_channels=64'
+        ]
     opts += demo_data_overrides(data_root)
     return opts + [
         # a ResNet-18 backbone (the block counts of the config's depth would only add time)
-        'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
+        'model.backbone.depth=18',
+        'model.neck.in_channels=[64,128,256,512]',
         'model.backbone.init_cfg=None',
         # fewer proposals and RoIs, and every detection kept, so that the untrained model's
         # validation has results to score
-        'model.train_cfg.rpn_proposal.nms_pre=200', 'model.train_cfg.rpn_proposal.max_per_img=100',
-        'model.train_cfg.rcnn.sampler.num=64', 'model.test_cfg.rpn.nms_pre=200',
-        'model.test_cfg.rpn.max_per_img=50', 'model.test_cfg.rcnn.score_thr=0.0',
+        'model.train_cfg.rpn_proposal.nms_pre=200',
+        'model.train_cfg.rpn_proposal.max_per_img=100',
+        'model.train_cfg.rcnn.sampler.num=64',
+        'model.test_cfg.rpn.nms_pre=200',
+        'model.test_cfg.rpn.max_per_img=50',
+        'model.test_cfg.rcnn.score_thr=0.0',
         'model.test_cfg.rcnn.max_per_img=10',
         # only the best checkpoint of an ADN config (each save formats the whole config)
-        'default_hooks.checkpoint.interval=-1', 'default_hooks.checkpoint.save_last=False',
+        'default_hooks.checkpoint.interval=-1',
+        'default_hooks.checkpoint.save_last=False',
     ]
 
 
@@ -102,12 +111,15 @@ def test_detection_config_trains_two_iterations(path, det_data_root, tmp_path):
     finally:
         DefaultScope._instance_dict.clear()
     assert runner.iter == 2 and type(runner.model.backbone).__name__ == {
-        'adn': 'ResNetADN', 'base': 'StageResNet', 'plain': 'ResNet'}[kind(path)]
+        'adn': 'ResNetADN',
+        'base': 'StageResNet',
+        'plain': 'ResNet'
+    }[kind(path)]
     _check_run(path, str(tmp_path))
 
 
 def test_train_tool_with_cfg_options(det_data_root, tmp_path):
     path = TOOL_RUN
-    run_tool(['python', 'tools/train.py', path, '--work-dir', str(tmp_path),
-              '--cfg-options'] + demo_overrides(det_data_root, path))
+    run_tool(['python', 'tools/train.py', path, '--work-dir',
+              str(tmp_path), '--cfg-options'] + demo_overrides(det_data_root, path))
     _check_run(path, str(tmp_path))

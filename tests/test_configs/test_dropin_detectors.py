@@ -13,7 +13,6 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mmadn.datasets.demo_shapes import DEMO_SHAPES_CLASSES
-
 from ..conftest import ROOT, read_scalars
 from .test_config_recipes import load
 from .test_detection_configs_train import demo_data_overrides
@@ -70,16 +69,19 @@ def test_readme_block_on_an_mmdet_detector(name, det_data_root, resnet18_ckpt, t
     ckpt, ckpt_state = resnet18_ckpt
     path = tmp_path / f'{name}_adn.py'
     block = readme_block()
-    path.write_text(re.sub(r'^_base_ = .*$', f"_base_ = '{DETECTORS[name]}'", block, count=1,
-                           flags=re.M))
+    path.write_text(
+        re.sub(r'^_base_ = .*$', f"_base_ = '{DETECTORS[name]}'", block, count=1, flags=re.M))
     upstream = tmp_path / f'{name}.py'
     upstream.write_text(f"_base_ = '{DETECTORS[name]}'\n")
     plain_backbone = Config.fromfile(str(upstream)).model.backbone
 
-    cfg = load(str(path), demo_data_overrides(det_data_root, num_train=2, num_val=1) + [
-        'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
-        f'model.backbone.init_cfg.checkpoint={ckpt}',
-        'default_hooks.checkpoint.interval=-1', 'default_hooks.checkpoint.save_last=False'])
+    cfg = load(
+        str(path),
+        demo_data_overrides(det_data_root, num_train=2, num_val=1) + [
+            'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
+            f'model.backbone.init_cfg.checkpoint={ckpt}', 'default_hooks.checkpoint.interval=-1',
+            'default_hooks.checkpoint.save_last=False'
+        ])
     # the block swaps the type and keeps the rest of the detector's ResNet settings
     assert cfg.model.backbone.type == 'ResNetADN' and plain_backbone.type == 'ResNet'
     for key in ('style', 'frozen_stages', 'norm_eval', 'norm_cfg', 'out_indices'):

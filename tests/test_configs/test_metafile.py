@@ -41,8 +41,7 @@ def test_metafile_lists_every_config_of_the_table(metafile):
         entry = models[TOOL.model_name(row['config'])]
         assert entry['In Collection'] == row['collection']
         assert entry['Results'] == [] and entry['Weights'] is None
-    assert {c['Name'] for c in doc['Collections']} == {r['collection']
-                                                        for r in TOOL.MODELS_TABLE}
+    assert {c['Name'] for c in doc['Collections']} == {r['collection'] for r in TOOL.MODELS_TABLE}
     # every shipped ResNet(-ADN) config is listed
     for kind in ('', '_adn', '-base'):
         for depth in (50, 101):
@@ -80,33 +79,34 @@ def test_super_and_base_net_equal_the_plain_networks(metafile, prefix, depth):
         meta = models[plain]['Metadata']
         assert 'Sub-networks' not in meta
         assert subnets[skip]['GFLOPs'] == pytest.approx(meta['FLOPs'] / 1e9, abs=0.006)
-        assert subnets[skip]['Params (M)'] == pytest.approx(meta['Parameters'] / 1e6,
-                                                            abs=0.006)
+        assert subnets[skip]['Params (M)'] == pytest.approx(meta['Parameters'] / 1e6, abs=0.006)
     assert subnets['TTTT']['GFLOPs'] < subnets['FFFF']['GFLOPs']
 
 
 def test_render_measures_each_subnetwork_of_a_config():
-    table = [dict(config='configs/imagenet/resnet50_adn_8xb32_in1k.py',
-                  collection='ResNet-ADN', input_size=(128, 128), skips=('FFFF', 'TTTT')),
-             dict(config='configs/imagenet/resnet50-base_8xb32_in1k.py',
-                  collection='ResNet (ADN baselines)', input_size=(128, 128))]
+    table = [
+        dict(config='configs/imagenet/resnet50_adn_8xb32_in1k.py', collection='ResNet-ADN',
+             input_size=(128, 128), skips=('FFFF', 'TTTT')),
+        dict(config='configs/imagenet/resnet50-base_8xb32_in1k.py',
+             collection='ResNet (ADN baselines)', input_size=(128, 128))
+    ]
     doc = yaml.safe_load(TOOL.render(table))
     adn, base = doc['Models']
     assert adn['Metadata']['Measured'] == 'classifier, one 128x128 image'
     subnets = {s['Skip']: s for s in adn['Metadata']['Sub-networks']}
     assert list(subnets) == ['FFFF', 'TTTT']
     # every feature map (128 / 224)^2 of its 224 px size: the 224 px figure scaled
-    assert subnets['FFFF']['GFLOPs'] == pytest.approx(4.11 * (128 / 224) ** 2, rel=0.02)
-    assert subnets['TTTT']['GFLOPs'] == pytest.approx(base['Metadata']['FLOPs'] / 1e9,
-                                                      abs=0.006)
+    assert subnets['FFFF']['GFLOPs'] == pytest.approx(4.11 * (128 / 224)**2, rel=0.02)
+    assert subnets['TTTT']['GFLOPs'] == pytest.approx(base['Metadata']['FLOPs'] / 1e9, abs=0.006)
 
 
 def test_render_rejects_a_bad_table():
     with pytest.raises(KeyError, match="collection 'nope'"):
-        TOOL.render([dict(config='configs/imagenet/resnet50_8xb32_in1k.py',
-                          collection='nope')])
+        TOOL.render([dict(config='configs/imagenet/resnet50_8xb32_in1k.py', collection='nope')])
     with pytest.raises(ValueError, match='more than once'):
-        TOOL.render([dict(config='configs/imagenet/resnet50_8xb32_in1k.py',
-                          collection='ResNet (ADN baselines)')] * 2)
+        TOOL.render([
+            dict(config='configs/imagenet/resnet50_8xb32_in1k.py',
+                 collection='ResNet (ADN baselines)')
+        ] * 2)
     with pytest.raises(FileNotFoundError, match='missing.py'):
         TOOL.render([dict(config='configs/missing.py', collection='ResNet-ADN')])

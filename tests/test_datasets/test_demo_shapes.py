@@ -61,8 +61,8 @@ def test_constants():
     assert CLASSES == ('circle', 'square', 'star', 'triangle')
     assert list(CLASSES) == sorted(CLASSES)  # CustomDataset labels folders sorted
     assert len(demo_shapes.DEMO_SHAPES_PALETTE) == len(CLASSES)
-    assert all(len(c) == 3 and all(0 <= v <= 255 for v in c)
-               for c in demo_shapes.DEMO_SHAPES_PALETTE)
+    assert all(
+        len(c) == 3 and all(0 <= v <= 255 for v in c) for c in demo_shapes.DEMO_SHAPES_PALETTE)
 
 
 def test_layout(small_det):
@@ -163,11 +163,10 @@ def test_mask_to_polygons_exact():
     assert checked > 200
     # shapes, including ones touching the image border
     for kind in CLASSES:
-        mask = demo_shapes.rasterize_polygon(
-            demo_shapes.shape_polygon(kind, (10, 12), 12, 0.3), 24, 20)
+        mask = demo_shapes.rasterize_polygon(demo_shapes.shape_polygon(kind, (10, 12), 12, 0.3), 24,
+                                             20)
         decoded = mask_utils.decode(
-            mask_utils.merge(mask_utils.frPyObjects(demo_shapes.mask_to_polygons(mask), 24,
-                                                    20)))
+            mask_utils.merge(mask_utils.frPyObjects(demo_shapes.mask_to_polygons(mask), 24, 20)))
         np.testing.assert_array_equal(decoded, mask)
 
 
@@ -273,16 +272,15 @@ def test_invalid_args(tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = str(tmp_path / 'cli')
-    demo_shapes.main(['--out', out, '--num-train', '2', '--num-val', '1', '--img-size',
-                      '32', '48'])
+    demo_shapes.main(['--out', out, '--num-train', '2', '--num-val', '1', '--img-size', '32', '48'])
     text = capsys.readouterr().out
     assert 'generated' in text and 'train: 2 images' in text
     assert len(os.listdir(osp.join(out, 'train'))) == 2
     demo_shapes.main(['--out', out])
     assert 'already present' in capsys.readouterr().out
     out_cls = str(tmp_path / 'cli_cls')
-    demo_shapes.main(['--out', out_cls, '--cls', '--num-train', '1', '--num-val', '1',
-                      '--img-size', '16', '16'])
+    demo_shapes.main(
+        ['--out', out_cls, '--cls', '--num-train', '1', '--num-val', '1', '--img-size', '16', '16'])
     assert 'demo_shapes_cls' in capsys.readouterr().out
     assert sorted(os.listdir(osp.join(out_cls, 'val'))) == list(CLASSES)
 
@@ -292,20 +290,16 @@ def test_cli(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------
 @needs_mmcv_ops
 def test_det_dataset_registry(tmp_path):
-    from mmengine.registry import DefaultScope
     from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
 
     import mmadn.datasets  # noqa: F401  (registers the datasets)
 
     root = str(tmp_path / 'det_ds')
     cfg = dict(
-        type='DemoShapesDataset',
-        data_root=root,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=1),
-        generator_kwargs=dict(num_train=4, num_val=2, img_size=(64, 64)),
-        pipeline=[
+        type='DemoShapesDataset', data_root=root, ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=True, min_size=1),
+        generator_kwargs=dict(num_train=4, num_val=2, img_size=(64, 64)), pipeline=[
             dict(type='LoadImageFromFile'),
             dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
             dict(type='PackDetInputs'),
@@ -345,7 +339,8 @@ def test_cls_dataset_registry(tmp_path):
         ds = DATASETS.build(
             dict(type='DemoShapesClsDataset', data_root=root, split='val',
                  generator_kwargs=SMALL_CLS,
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+                 pipeline=[dict(type='LoadImageFromFile'),
+                           dict(type='PackInputs')]))
         assert len(ds) == 2 * len(CLASSES)
         assert tuple(ds.CLASSES) == CLASSES
         for i in range(len(ds)):
@@ -364,14 +359,17 @@ def test_ensure_writes_missing_files_again(tmp_path):
     root = demo_shapes.ensure_demo_shapes_cls(str(tmp_path / 'cls'), **SMALL_CLS)
     det = demo_shapes.ensure_demo_shapes(str(tmp_path / 'det'), **SMALL)
     full = {r: _tree(r) for r in (root, det)}
-    gone = [osp.join(root, 'train', 'star', '000002.png'), osp.join(root, 'val', 'circle',
-                                                                     '000001.png'),
-            osp.join(det, 'annotations', 'instances_val.json'),
-            osp.join(det, 'train', '000004.png')]
+    gone = [
+        osp.join(root, 'train', 'star', '000002.png'),
+        osp.join(root, 'val', 'circle', '000001.png'),
+        osp.join(det, 'annotations', 'instances_val.json'),
+        osp.join(det, 'train', '000004.png')
+    ]
     for path in gone:
         os.remove(path)
-    with pytest.warns(UserWarning, match=r'2 of its 20 generated files were missing \('
-                      r'train/star/000002.png, val/circle/000001.png\); writing them again'):
+    with pytest.warns(
+            UserWarning, match=r'2 of its 20 generated files were missing \('
+            r'train/star/000002.png, val/circle/000001.png\); writing them again'):
         demo_shapes.ensure_demo_shapes_cls(root)
     with pytest.warns(UserWarning, match='2 of its 11 generated files were missing'):
         demo_shapes.ensure_demo_shapes(det)
@@ -383,8 +381,9 @@ def test_ensure_writes_missing_files_again(tmp_path):
     meta['format_version'] = 0
     json.dump(meta, open(marker, 'w'))
     os.remove(gone[0])
-    with pytest.raises(RuntimeError, match=r'1 of its 20 files are missing \(train/star/'
-                       r'000002.png\) .*delete .* to have it generated again'):
+    with pytest.raises(
+            RuntimeError, match=r'1 of its 20 files are missing \(train/star/'
+            r'000002.png\) .*delete .* to have it generated again'):
         demo_shapes.ensure_demo_shapes_cls(root)
 
 

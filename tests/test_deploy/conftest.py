@@ -10,7 +10,6 @@ from mmengine.runner import save_checkpoint
 
 from mmadn.datasets import DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE
 from mmadn.deploy import build_model
-
 from ..conftest import CLS_DEMO, DET_DEMO, ROOT
 
 
@@ -55,8 +54,8 @@ def det_ckpt(tmp_path_factory):
 
 def load_tool(path: str):
     """Import a script of tools/ or demo/ as a module (to call its ``main(argv)``)."""
-    spec = importlib.util.spec_from_file_location(osp.splitext(osp.basename(path))[0],
-                                                  osp.join(ROOT, path))
+    spec = importlib.util.spec_from_file_location(
+        osp.splitext(osp.basename(path))[0], osp.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -12,7 +12,6 @@ from mmpretrain.apis import ImageClassificationInferencer
 import mmadn  # noqa: F401
 from mmadn.datasets import DEMO_SHAPES_CLASSES
 from mmadn.deploy import export_subnet
-
 from .conftest import first_image, load_tool
 
 
@@ -32,8 +31,8 @@ def test_det_inferencer_adn_config_and_exported_model_agree(det_ckpt, det_data_r
     ours = _det(adaptive, image)
     assert len(ours['scores']) > 0
     exported = export_subnet(config, ckpt, 'TTFF', str(tmp_path))
-    static = DetInferencer(model=exported['config'], weights=exported['checkpoint'],
-                           device='cpu', show_progress=False)
+    static = DetInferencer(model=exported['config'], weights=exported['checkpoint'], device='cpu',
+                           show_progress=False)
     theirs = _det(static, image)
     assert np.array_equal(ours['labels'], theirs['labels'])
     np.testing.assert_allclose(ours['scores'], theirs['scores'], atol=1e-5)
@@ -44,16 +43,14 @@ def test_det_inferencer_adn_config_and_exported_model_agree(det_ckpt, det_data_r
         np.abs(other['scores'] - ours['scores']).max() > 1e-4
 
 
-def test_image_classification_inferencer_at_a_chosen_depth(cls_ckpt, cls_data_root,
-                                                           tmp_path):
+def test_image_classification_inferencer_at_a_chosen_depth(cls_ckpt, cls_data_root, tmp_path):
     config, ckpt = cls_ckpt
     image = first_image(cls_data_root, 'val/*/*.png')
     exported = export_subnet(config, ckpt, 'TTFF', str(tmp_path))
     # mmpretrain's inferencer builds its pipeline in the current default scope, which a
     # DetInferencer earlier in the same process leaves at mmdet
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        inferencer = ImageClassificationInferencer(model=config, pretrained=ckpt,
-                                                   device='cpu')
+        inferencer = ImageClassificationInferencer(model=config, pretrained=ckpt, device='cpu')
         assert tuple(inferencer.classes) == tuple(DEMO_SHAPES_CLASSES)
         scores = {}
         for skip in ('FFFF', 'TTFF', 'TTTT'):
@@ -78,8 +75,10 @@ def test_adaptive_depth_demo_writes_one_picture(det_ckpt, det_data_root, tmp_pat
     image = first_image(det_data_root, 'val/*.png')
     out_file = str(tmp_path / 'depths.png')
     demo = load_tool('demo/adaptive_depth_demo.py')
-    assert demo.main([config, ckpt, image, '--skips', 'FFFF,TTFF,base', '--out', out_file,
-                      '--repeats', '1', '--score-thr', '0']) == 0
+    assert demo.main([
+        config, ckpt, image, '--skips', 'FFFF,TTFF,base', '--out', out_file, '--repeats', '1',
+        '--score-thr', '0'
+    ]) == 0
     out = capsys.readouterr().out
     times = re.findall(r'^(FFFF|TTFF|TTTT): ([\d.]+) ms \(median of 1\)', out, re.M)
     assert [t[0] for t in times] == ['FFFF', 'TTFF', 'TTTT']
@@ -97,8 +96,9 @@ def test_adaptive_depth_demo_writes_one_picture(det_ckpt, det_data_root, tmp_pat
         assert np.abs(panel[top:] - original).mean() > 1  # detections drawn on the image
     # each depth drew its own detections
     bodies = [p[top:] for p in panels]
-    assert all(np.abs(a - b).mean() > 1 for a, b in
-               ((bodies[0], bodies[1]), (bodies[1], bodies[2]), (bodies[0], bodies[2])))
+    assert all(
+        np.abs(a - b).mean() > 1
+        for a, b in ((bodies[0], bodies[1]), (bodies[1], bodies[2]), (bodies[0], bodies[2])))
 
 
 def test_adaptive_depth_demo_rejects_bad_input(det_ckpt, det_data_root, tmp_path):

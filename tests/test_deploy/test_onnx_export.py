@@ -6,7 +6,6 @@ from mmengine.config import Config
 
 import mmadn  # noqa: F401
 from mmadn.deploy import build_model, export_onnx, export_static, onnx_max_abs_diff, run_onnx
-
 from .conftest import load_tool
 
 
@@ -14,8 +13,8 @@ def test_onnx_tool_exports_the_whole_classifier(cls_ckpt, tmp_path, capsys):
     config, ckpt = cls_ckpt
     out_file = str(tmp_path / 'cls_TTFF.onnx')
     tool = load_tool('tools/deployment/export_onnx.py')
-    assert tool.main([config, ckpt, '--skip', 'TTFF', '--out', out_file,
-                      '--shape', '64', '64']) == 0
+    assert tool.main([config, ckpt, '--skip', 'TTFF', '--out', out_file, '--shape', '64',
+                      '64']) == 0
     out = capsys.readouterr().out
     assert 'sub-network TTFF; input 1x3x64x64, outputs logits' in out
     diff = float(re.search(r'max \|onnxruntime - torch\| = (\S+)', out).group(1))
@@ -47,8 +46,10 @@ def test_onnx_detector_backbone_and_neck(det_ckpt, tmp_path):
     assert onnx_max_abs_diff(out_file, adaptive, x) < 1e-4
     # the graph holds the convolutions of the sub-network's backbone + neck, no more
     convs = sum(n.op_type == 'Conv' for n in onnx.load(out_file).graph.node)
-    expected = sum(isinstance(m, torch.nn.Conv2d)
-                   for part in (static.backbone, static.neck) for m in part.modules())
+    expected = sum(
+        isinstance(m, torch.nn.Conv2d) for part in (static.backbone, static.neck)
+        for m in part.modules())
     assert convs == expected
-    assert expected < sum(isinstance(m, torch.nn.Conv2d) for part in
-                          (adaptive.backbone, adaptive.neck) for m in part.modules())
+    assert expected < sum(
+        isinstance(m, torch.nn.Conv2d) for part in (adaptive.backbone, adaptive.neck)
+        for m in part.modules())

@@ -8,7 +8,6 @@ from mmadn.analysis import count_active_params
 from mmadn.deploy import (build_model, export_static, export_subnet, exportable_backbone,
                           max_abs_diff, num_params, tensor_forward)
 from mmadn.models.layers import AdaptiveDepthMixin
-
 from .conftest import load_tool, randomize_norms
 
 
@@ -65,8 +64,9 @@ def test_exported_classifier_equals_the_sub_network(cls_ckpt, tmp_path, skip):
 def test_export_subnet_tool_detector(det_ckpt, tmp_path, capsys):
     config, ckpt = det_ckpt
     tool = load_tool('tools/deployment/export_subnet.py')
-    assert tool.main([config, ckpt, '--skip', 'TTFF', '--out', str(tmp_path),
-                      '--shape', '96', '128']) == 0
+    assert tool.main(
+        [config, ckpt, '--skip', 'TTFF', '--out',
+         str(tmp_path), '--shape', '96', '128']) == 0
     out = capsys.readouterr().out
     assert 'exported sub-network TTFF: stage blocks (1, 1, 2, 2)' in out
     assert 'max |static - adaptive(TTFF)| = 0' in out
@@ -79,8 +79,8 @@ def test_export_subnet_tool_detector(det_ckpt, tmp_path, capsys):
         assert max_abs_diff(adaptive, static, x) < 1e-5
         active_backbone = count_active_params(adaptive.backbone, x)
     assert num_params(static.backbone) == active_backbone
-    assert num_params(static) == (num_params(adaptive) - num_params(adaptive.backbone)
-                                  + active_backbone)
+    assert num_params(static) == (num_params(adaptive) - num_params(adaptive.backbone) +
+                                  active_backbone)
 
 
 def test_export_state_dict_keeps_heads_and_neck(det_ckpt):
@@ -105,8 +105,9 @@ class _NoExportADN(AdaptiveDepthMixin, torch.nn.Module):
 def test_backbones_that_cannot_be_exported_fail_clearly():
     model = torch.nn.Module()
     model.backbone = _NoExportADN()
-    with pytest.raises(NotImplementedError, match='_NoExportADN cannot be exported to a static '
-                       'model yet: it does not implement static_cfg / static_state_dict'):
+    with pytest.raises(
+            NotImplementedError, match='_NoExportADN cannot be exported to a static '
+            'model yet: it does not implement static_cfg / static_state_dict'):
         exportable_backbone(model)
     model.backbone = MMDET_MODELS.build(dict(type='ResNet', depth=18))
     with pytest.raises(TypeError, match='has no ADN backbone'):

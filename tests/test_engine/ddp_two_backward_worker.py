@@ -56,8 +56,9 @@ def batches():
     g = torch.Generator().manual_seed(1)
     out = []
     for _ in range(2):
-        inputs = [torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8)
-                  for _ in range(4)]
+        inputs = [
+            torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8) for _ in range(4)
+        ]
         labels = torch.randint(0, 4, (4, ), generator=g).tolist()
         out.append([(x, DataSample().set_gt_label(lb)) for x, lb in zip(inputs, labels)])
     return out
@@ -71,8 +72,10 @@ def train(model, step_model, data_batches, two_backward):
     """The gradients the optimizer applies at each step, and the parameters after it."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     grads = []
-    optimizer.register_step_pre_hook(lambda *_: grads.append(
-        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    optimizer.register_step_pre_hook(lambda *_: grads.append({
+        n: p.grad.clone()
+        for n, p in model.named_parameters() if p.grad is not None
+    }))
     optim = OptimWrapper(optimizer)
     hook = SubPathSpecializationHook(two_backward=two_backward)
     hook.install(step_model)
@@ -115,8 +118,7 @@ def main():
                 single = build_model(data[0])
                 ref_grads, refs = train(single, single, data, two_backward=False)
                 half = build_model(data[0])
-                half_grads, _ = train(half, half, [pairs[:2] for pairs in data],
-                                      two_backward=False)
+                half_grads, _ = train(half, half, [pairs[:2] for pairs in data], two_backward=False)
                 skippable = [n for n in init if SKIPPABLE.match(n)]
                 r = dict(num_skippable_params=len(skippable),
                          params_with_grads=[len(g) for g in grads],
@@ -126,16 +128,12 @@ def main():
                     scale = max_diff(ref, {n: 0 * v for n, v in ref.items()})
                     update = max_diff(ref_p, init)
                     r[f'step{step + 1}'] = dict(
-                        max_grad=scale,
-                        grad_rel_diff=max_diff(g, ref) / scale,
+                        max_grad=scale, grad_rel_diff=max_diff(g, ref) / scale,
                         skippable_grad_rel_diff=max_diff(g, ref, skippable) / scale,
                         half_batch_grad_rel_diff=max_diff(half_grads[step], ref) / scale,
-                        ddp_one_backward_grad_rel_diff=max_diff(ddp_one_grads[step], ref) /
-                        scale,
-                        vs_ddp_one_backward_grad_rel_diff=max_diff(g, ddp_one_grads[step]) /
-                        scale,
-                        param_max_update=update,
-                        param_max_diff=max_diff(states[step], ref_p),
+                        ddp_one_backward_grad_rel_diff=max_diff(ddp_one_grads[step], ref) / scale,
+                        vs_ddp_one_backward_grad_rel_diff=max_diff(g, ddp_one_grads[step]) / scale,
+                        param_max_update=update, param_max_diff=max_diff(states[step], ref_p),
                         param_max_abs=max(v.abs().max().item() for v in ref_p.values()))
                 r['rel_diff_between_ranks'] = (gathered[0] - gathered[1]).abs().max().item()
                 results[f'find_unused_parameters={find_unused}'] = r

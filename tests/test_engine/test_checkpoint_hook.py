@@ -44,16 +44,14 @@ class _Rising(BaseMetric):
 
 def _runner(work_dir, hook_type):
     data = [dict(inputs=torch.randn(2), labels=torch.randn(())) for _ in range(4)]
-    loader = dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
-                  batch_size=2, collate_fn=dict(type='default_collate'))
+    loader = dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
+                  collate_fn=dict(type='default_collate'))
     return Runner(
         model=_Toy(), work_dir=str(work_dir), train_dataloader=loader, val_dataloader=loader,
         train_cfg=dict(by_epoch=False, max_iters=2, val_interval=1), val_cfg=dict(),
-        val_evaluator=dict(type=_Rising), optim_wrapper=dict(optimizer=dict(type='SGD',
-                                                                            lr=0.01)),
+        val_evaluator=dict(type=_Rising), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         default_hooks=dict(checkpoint=dict(type=hook_type, by_epoch=False, interval=1,
-                                           max_keep_ckpts=1, save_best='score',
-                                           rule='greater')),
+                                           max_keep_ckpts=1, save_best='score', rule='greater')),
         experiment_name=f'{hook_type}_{os.path.basename(str(work_dir))}')
 
 

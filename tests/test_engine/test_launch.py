@@ -5,7 +5,6 @@ from mmengine.runner import Runner
 import mmadn  # noqa: F401
 from mmadn.engine.launch import load_config
 from mmadn.models import build_model
-
 from ..conftest import CLS_DEMO
 
 
@@ -24,7 +23,6 @@ def test_top_level_data_preprocessor_is_used_as_the_runner_does(tmp_path):
     assert torch.equal(a, b)
     assert torch.allclose(a[0, 0], (img[2].float() - 127.5) / 64)  # BGR -> RGB, normalized
     # a model config with its own preprocessor keeps it
-    cfg.model['data_preprocessor'] = dict(type='ClsDataPreprocessor', mean=[0, 0, 0],
-                                          std=[2, 2, 2])
+    cfg.model['data_preprocessor'] = dict(type='ClsDataPreprocessor', mean=[0, 0, 0], std=[2, 2, 2])
     model, _ = build_model(cfg)
     assert model.data_preprocessor.std.flatten().tolist() == [2.0] * 3

@@ -11,7 +11,6 @@ import mmadn  # noqa: F401
 from mmadn.engine.hooks import SkipNormCalibrationHook
 from mmadn.models.backbones import ResNetADN
 from mmadn.models.layers import calibrate_skip_norms
-
 from ..conftest import DET_DEMO, det_overrides
 from .test_subpath_hook import _cfg
 
@@ -88,8 +87,7 @@ def _train_with_calibration(det_data_root, tmp_path, iters, resume=False):
     cfg = _cfg(DET_DEMO, det_overrides(det_data_root, iters=iters), tmp_path)
     # the shipped demo recipe: frozen norm statistics (the partners never move)
     assert cfg.model.backbone.norm_eval
-    cfg.custom_hooks = cfg.custom_hooks + [
-        dict(type='SkipNormCalibrationHook', num_batches=2)]
+    cfg.custom_hooks = cfg.custom_hooks + [dict(type='SkipNormCalibrationHook', num_batches=2)]
     cfg.default_hooks.checkpoint.interval = iters
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)

@@ -23,6 +23,7 @@ def _first(model):
     def first(inputs, data_samples):
         out = inputs * model.w
         return dict(loss_a=out.sum()), out.detach()
+
     return first
 
 
@@ -30,6 +31,7 @@ def _second(model):
     # loss_b = sum(x * w * teacher): its gradient is x * teacher = x^2 w
     def second(inputs, data_samples, teacher):
         return dict(loss_b=(inputs * model.w * teacher).sum())
+
     return second
 
 

@@ -26,8 +26,10 @@ def called_modules(root: torch.nn.Module):
     """Collects the names (relative to ``root``) of the modules a forward calls."""
     names = {id(m): n for n, m in root.named_modules()}
     called: Set[str] = set()
-    handles = [m.register_forward_pre_hook(lambda mod, _a: called.add(names[id(mod)]))
-               for m in root.modules()]
+    handles = [
+        m.register_forward_pre_hook(lambda mod, _a: called.add(names[id(mod)]))
+        for m in root.modules()
+    ]
     try:
         yield called
     finally:
@@ -68,10 +70,9 @@ def run_every_subnet(backbone, x: torch.Tensor,
 def _ran(backbone, block: str, called: Set[str]) -> bool:
     """Whether any module with parameters inside ``block`` ran (a skipped block may still
     be entered, e.g. a transformer layer that hands its input through)."""
-    return any(
-        (n == block or n.startswith(block + '.'))
-        and next(backbone.get_submodule(n).parameters(recurse=False), None) is not None
-        for n in called)
+    return any((n == block or n.startswith(block + '.'))
+               and next(backbone.get_submodule(n).parameters(recurse=False), None) is not None
+               for n in called)
 
 
 def skip_norms_in_use(backbone, x: torch.Tensor, skip) -> Set[str]:
@@ -85,8 +86,10 @@ def stage_feature_shapes(backbone, x: torch.Tensor, skip='base') -> List[tuple]:
     """The shapes of the stage features (``stage_modules()`` outputs, what the training
     hook distils) in one forward of sub-network ``skip``."""
     shapes = []
-    handles = [s.register_forward_hook(lambda _m, _i, o: shapes.append(tuple(o.shape)))
-               for s in backbone.stage_modules()]
+    handles = [
+        s.register_forward_hook(lambda _m, _i, o: shapes.append(tuple(o.shape)))
+        for s in backbone.stage_modules()
+    ]
     try:
         with torch.no_grad(), backbone.skipping(skip):
             backbone(x)
@@ -113,8 +116,7 @@ def load_plain_checkpoint(cls, plain: torch.nn.Module, tmp_path, **kwargs):
     adn.load_state_dict(plain.state_dict())
     assert_skip_norms_copied(adn)
     path = str(tmp_path / 'plain.pth')
-    torch.save(dict(state_dict={'backbone.' + k: v for k, v in plain.state_dict().items()}),
-               path)
+    torch.save(dict(state_dict={'backbone.' + k: v for k, v in plain.state_dict().items()}), path)
     via_cfg = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
     via_cfg.init_weights()
     sa, sb = adn.state_dict(), via_cfg.state_dict()
@@ -150,8 +152,7 @@ def train_step_with_hook(model, data, **hook_kw):
     return log_vars, changed
 
 
-def flops_g(model, backbone, skip, size: int = 224,
-            forward: Callable = None) -> float:
+def flops_g(model, backbone, skip, size: int = 224, forward: Callable = None) -> float:
     from mmadn.analysis import count_flops
     x = torch.zeros(1, 3, size, size)
     fwd = forward or (lambda inp: model(inp, mode='tensor'))

@@ -4,29 +4,29 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.registry import DefaultScope
 import torchvision
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 import mmadn  # noqa: F401
-from mmadn.models.backbones import ResNetADN
 from mmadn.engine.runner.resume import find_resume_checkpoint
 from mmadn.models import (CheckpointMismatchError, adn_backbone_meta, check_checkpoint_fits,
                           load_checkpoint_file, load_strictly)
-from mmadn.utils.fileio import temporary_path
+from mmadn.models.backbones import ResNetADN
 from mmadn.utils.checkpoint_safety import CorruptCheckpointError
-
+from mmadn.utils.fileio import temporary_path
 from ..conftest import load_tool, requires_allow_list
 
 
 def _classifier(depth=18, num_classes=4, backbone_type='ResNetADN'):
     # in mmpretrain's scope, whichever scope an earlier test left current
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MMPRETRAIN_MODELS.build(dict(
-            type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='LinearClsHead', num_classes=num_classes,
-                      in_channels=512 if depth < 50 else 2048)))
+        return MMPRETRAIN_MODELS.build(
+            dict(
+                type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=num_classes,
+                          in_channels=512 if depth < 50 else 2048)))
 
 
 def _train_ckpt(path, model, **meta):
@@ -49,8 +49,9 @@ def test_a_checkpoint_of_another_split_is_refused_naming_the_split():
     assert '4 skip norms of this backbone are missing, e.g. layer1.1.bn1_skip' in msg
     assert all(torch.equal(v, default.state_dict()[k]) for k, v in before.items())
     # more skip norms than this split has: refused as well (not silently dropped)
-    with pytest.raises(CheckpointMismatchError, match=r'trained with num_shared_blocks='
-                       r'\(2, 2, 3, 2\), this ResNetADN has num_shared_blocks=\(1, 2, 3, 1\)'):
+    with pytest.raises(
+            CheckpointMismatchError, match=r'trained with num_shared_blocks='
+            r'\(2, 2, 3, 2\), this ResNetADN has num_shared_blocks=\(1, 2, 3, 1\)'):
         other.load_state_dict(default.state_dict(), strict=False)
     # a checkpoint without any skip norm is still filled (torchvision / mmdet ResNet)
     plain = {k: v for k, v in other.state_dict().items() if '_skip.' not in k}
@@ -109,8 +110,10 @@ def test_checkpoints_of_another_kind_name_what_would_fit(tmp_path):
         'prefix), not a checkpoint of this ImageClassifier: start training from it with '
         f"model.backbone.init_cfg=dict(type='Pretrained', checkpoint='{tv}')")
     # the authors' ADN release (bare keys with *_skip and fc): the converter
-    official = {**ResNetADN(depth=18).state_dict(), 'fc.weight': torch.zeros(4, 512),
-                'fc.bias': torch.zeros(4)}
+    official = {
+        **ResNetADN(depth=18).state_dict(), 'fc.weight': torch.zeros(4, 512),
+        'fc.bias': torch.zeros(4)
+    }
     torch.save(official, tmp_path / 'official.pth')
     with pytest.raises(CheckpointMismatchError, match='convert it with tools/model_converters/'
                        'adn_official_to_mmadn.py'):
@@ -151,6 +154,7 @@ def test_converter_loads_safely(tmp_path):
     converter = load_tool('tools/model_converters/adn_official_to_mmadn.py')
 
     class Payload:
+
         def __reduce__(self):
             return eval, ('1 + 1', )
 

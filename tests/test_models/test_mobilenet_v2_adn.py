@@ -11,11 +11,10 @@ from mmpretrain.registry import MODELS
 
 import mmadn  # noqa: F401
 from mmadn.models.backbones import MobileNetV2ADN
-
 from ..conftest import ROOT
-from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
-                                  load_plain_checkpoint, one_thread, run_every_subnet,
-                                  skip_norms_in_use, stage_feature_shapes)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g, load_plain_checkpoint,
+                                  one_thread, run_every_subnet, skip_norms_in_use,
+                                  stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -24,9 +23,9 @@ SKIPPABLE = [['layer2.1'], ['layer3.2'], ['layer4.2', 'layer4.3'], ['layer5.2'],
 
 
 def _classifier(backbone, in_channels=1280, num_classes=1000):
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels)))
+    return MODELS.build(
+        dict(type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels)))
 
 
 def _skip_norms(*convs):
@@ -53,16 +52,21 @@ def test_layout_keys_and_registry(mbv2):
     plain = set(MobileNetV2().state_dict())
     extra = set(m.state_dict()) - plain
     assert plain <= set(m.state_dict())
-    assert extra == {f'{s}.{f}' for s, _ in pairs for f in
-                     ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')}
+    assert extra == {
+        f'{s}.{f}'
+        for s, _ in pairs
+        for f in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+    }
     assert MODELS.get('MobileNetV2ADN') is MobileNetV2ADN
 
 
 def _relu6_outputs(model, skip) -> float:
     """Elements the ReLU6 activations output in one 224 px forward (in G)."""
     sizes = []
-    handles = [mod.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel()))
-               for mod in model.modules() if isinstance(mod, torch.nn.ReLU6)]
+    handles = [
+        mod.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel()))
+        for mod in model.modules() if isinstance(mod, torch.nn.ReLU6)
+    ]
     with torch.no_grad(), model.backbone.skipping(skip):
         model(torch.zeros(1, 3, 224, 224), mode='tensor')
     for h in handles:
@@ -131,14 +135,13 @@ def test_every_subnet_forward_backward_and_norm_sets():
     assert [tuple(o.shape) for o in outs['TTTTT']] == [(2, 8, 8, 8), (2, 1280, 1, 1)]
     assert not torch.allclose(outs['FFFFF'][1], outs['TTTTT'][1])
     # the stem and layer1 follow the first flag, layer7 and conv2 the last one
-    assert skip_norms_in_use(m, x, 'TFFFF') == _skip_norms(
-        'conv1', 'layer1.0.conv.0', 'layer1.0.conv.1',
-        *(f'layer2.0.conv.{i}' for i in range(3)))
+    assert skip_norms_in_use(m, x,
+                             'TFFFF') == _skip_norms('conv1', 'layer1.0.conv.0', 'layer1.0.conv.1',
+                                                     *(f'layer2.0.conv.{i}' for i in range(3)))
     assert skip_norms_in_use(m, x, 'FFFFT') == _skip_norms(
-        'conv2', *(f'{b}.conv.{i}' for b in ('layer6.0', 'layer6.1', 'layer7.0')
-                   for i in range(3)))
-    assert stage_feature_shapes(m, x) == [(2, 8, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2),
-                                          (2, 24, 2, 2), (2, 40, 1, 1)]
+        'conv2', *(f'{b}.conv.{i}' for b in ('layer6.0', 'layer6.1', 'layer7.0') for i in range(3)))
+    assert stage_feature_shapes(m, x) == [(2, 8, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2), (2, 24, 2, 2),
+                                          (2, 40, 1, 1)]
 
 
 def test_frozen_stages_and_norm_eval_cover_the_skip_norms():
@@ -147,8 +150,7 @@ def test_frozen_stages_and_norm_eval_cover_the_skip_norms():
     for name in ('conv1', 'layer1', 'layer2'):
         assert not any(p.requires_grad for p in getattr(m, name).parameters())
     assert m.layer3[0].conv[0].bn_skip.weight.requires_grad
-    assert not any(mod.training for mod in m.modules()
-                   if isinstance(mod, torch.nn.BatchNorm2d))
+    assert not any(mod.training for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d))
 
 
 def test_one_training_step_with_the_hook():
@@ -156,9 +158,10 @@ def test_one_training_step_with_the_hook():
     model.init_weights()
     log_vars, changed = classifier_train_step_with_hook(model, 5, 32)
     assert log_vars['loss_kd_feat'] > 0 and log_vars['loss_kd_logits'] > 0
-    assert {'backbone.layer4.3.conv.1.conv.weight', 'backbone.conv1.bn_skip.weight',
-            'backbone.conv1.bn.weight', 'backbone.layer4.1.conv.2.bn_skip.weight',
-            'head.fc.weight'} <= changed
+    assert {
+        'backbone.layer4.3.conv.1.conv.weight', 'backbone.conv1.bn_skip.weight',
+        'backbone.conv1.bn.weight', 'backbone.layer4.1.conv.2.bn_skip.weight', 'head.fc.weight'
+    } <= changed
     assert model.backbone.skip_str == 'FFFFF'
 
 

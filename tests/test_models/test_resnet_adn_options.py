@@ -76,8 +76,7 @@ def test_without_skip_aware_norms_loads_an_adn_checkpoint_leaving_skip_norms_out
     state = adn.state_dict()
     shared.load_state_dict(state, strict=True)  # the 8 skip norms are left out
     assert sum('_skip' in k for k in state) == 8 * 5
-    torch.testing.assert_close(shared.layer2[0].bn1.running_mean,
-                               adn.layer2[0].bn1.running_mean)
+    torch.testing.assert_close(shared.layer2[0].bn1.running_mean, adn.layer2[0].bn1.running_mean)
     assert not (shared.layer2[0].bn1.running_mean == 7.0).any()
     # the caller's state dict is untouched
     assert 'layer2.0.bn1_skip.running_mean' in state

@@ -15,11 +15,10 @@ from mmpretrain.registry import MODELS
 
 import mmadn  # noqa: F401
 from mmadn.models.backbones import SwinTransformerADN
-
 from ..conftest import ROOT, read_scalars, run_tool
-from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
-                                  load_plain_checkpoint, one_thread, run_every_subnet,
-                                  skip_norms_in_use, stage_feature_shapes)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g, load_plain_checkpoint,
+                                  one_thread, run_every_subnet, skip_norms_in_use,
+                                  stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -29,9 +28,9 @@ TINY = dict(arch=TINY_ARCH, img_size=64, window_size=2, drop_path_rate=0.0)
 
 
 def _classifier(backbone, in_channels=768, num_classes=1000):
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels)))
+    return MODELS.build(
+        dict(type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels)))
 
 
 def _perturbed_plain(**kw):
@@ -62,8 +61,7 @@ def test_swin_t_layout_keys_and_registries(swin_t):
     assert ('stages.0.downsample.norm_skip', 'stages.0.downsample.norm') in pairs
     plain = set(SwinTransformer(arch='tiny').state_dict())
     assert plain <= set(m.state_dict())
-    assert set(m.state_dict()) - plain == {f'{s}.{f}' for s, _ in pairs
-                                           for f in ('weight', 'bias')}
+    assert set(m.state_dict()) - plain == {f'{s}.{f}' for s, _ in pairs for f in ('weight', 'bias')}
     assert MODELS.get('SwinTransformerADN') is SwinTransformerADN
     assert MMDET_MODELS.get('SwinTransformerADN') is SwinTransformerADN
 
@@ -84,8 +82,10 @@ def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_blocks(t
         # the base-net is the plain Swin of depths (1, 1, 2, 1): the kept blocks
         short = SwinTransformer(**dict(TINY, arch=dict(TINY_ARCH, depths=[1, 1, 2, 1])))
         skipped = set(adn.skippable_blocks())
-        short.load_state_dict({k: v for k, v in plain.state_dict().items()
-                               if '.'.join(k.split('.')[:4]) not in skipped})
+        short.load_state_dict({
+            k: v
+            for k, v in plain.state_dict().items() if '.'.join(k.split('.')[:4]) not in skipped
+        })
         short.eval()
         with adn.skipping('TTTT'):
             torch.testing.assert_close(adn(x)[0], short(x)[0], rtol=0, atol=0)
@@ -117,20 +117,22 @@ def test_every_subnet_forward_backward_and_norm_sets():
     # the patch merging in front of stage 2 follows stage 2's flag
     assert skip_norms_in_use(m, x, 'FTFF') == {
         'stages.1.blocks.0.norm1_skip', 'stages.1.blocks.0.norm2_skip',
-        'stages.0.downsample.norm_skip'}
+        'stages.0.downsample.norm_skip'
+    }
     assert stage_feature_shapes(m, x) == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4),
                                           (2, 128, 2, 2)]
 
 
 def test_one_training_step_with_the_hook_classifier():
-    model = _classifier(dict(type='SwinTransformerADN', **TINY), in_channels=128,
-                        num_classes=5)
+    model = _classifier(dict(type='SwinTransformerADN', **TINY), in_channels=128, num_classes=5)
     model.init_weights()
     log_vars, changed = classifier_train_step_with_hook(model, 5, 64)
     assert log_vars['loss_kd_feat'] > 0 and log_vars['loss_kd_logits'] > 0
-    assert {'backbone.stages.2.blocks.3.attn.w_msa.qkv.weight',
-            'backbone.stages.0.blocks.0.norm1_skip.weight',
-            'backbone.stages.0.downsample.norm_skip.weight', 'head.fc.weight'} <= changed
+    assert {
+        'backbone.stages.2.blocks.3.attn.w_msa.qkv.weight',
+        'backbone.stages.0.blocks.0.norm1_skip.weight',
+        'backbone.stages.0.downsample.norm_skip.weight', 'head.fc.weight'
+    } <= changed
 
 
 def _coco_config():
@@ -158,33 +160,37 @@ def _demo_options(data_root):
     at 64 px, 2 per batch (2 iterations), 2 validation images, 4 classes, 64-channel FPN
     and heads, fewer RoIs, no checkpoint, no pretrained weights (the backbone stays
     Swin-T)."""
-    opts = [f'model.{k}=64' for k in (
-        'neck.out_channels', 'rpn_head.in_channels', 'rpn_head.feat_channels',
-        'roi_head.bbox_roi_extractor.out_channels', 'roi_head.bbox_head.in_channels',
-        'roi_head.mask_roi_extractor.out_channels', 'roi_head.mask_head.in_channels',
-        'roi_head.mask_head.conv_out_channels')]
+    opts = [
+        f'model.{k}=64'
+        for k in ('neck.out_channels', 'rpn_head.in_channels', 'rpn_head.feat_channels',
+                  'roi_head.bbox_roi_extractor.out_channels', 'roi_head.bbox_head.in_channels',
+                  'roi_head.mask_roi_extractor.out_channels', 'roi_head.mask_head.in_channels',
+                  'roi_head.mask_head.conv_out_channels')
+    ]
     for split, resize, num in (('train', 2, 4), ('val', 1, 2)):
         loader = f'{split}_dataloader'
-        opts += [f'{loader}.dataset.{k}' for k in (
-            'type=DemoShapesDataset', f'data_root={data_root}',
-            f'ann_file=annotations/instances_{split}.json', f'data_prefix.img={split}/',
-            f'indices={num}', f'pipeline.{resize}.scale=(64,64)')]
+        opts += [
+            f'{loader}.dataset.{k}'
+            for k in ('type=DemoShapesDataset', f'data_root={data_root}',
+                      f'ann_file=annotations/instances_{split}.json', f'data_prefix.img={split}/',
+                      f'indices={num}', f'pipeline.{resize}.scale=(64,64)')
+        ]
         opts += [f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
     return opts + [
         'train_dataloader.batch_size=2', 'train_cfg.max_epochs=1',
         f'val_evaluator.ann_file={data_root}annotations/instances_val.json',
         'model.backbone.init_cfg=None', 'model.roi_head.bbox_head.fc_out_channels=256',
-        'model.roi_head.bbox_head.num_classes=4',
-        'model.roi_head.mask_head.num_classes=4', 'model.train_cfg.rcnn.sampler.num=64',
-        'model.train_cfg.rpn_proposal.max_per_img=100', 'model.test_cfg.rpn.max_per_img=100',
-        'model.test_cfg.rcnn.max_per_img=10', 'default_hooks.checkpoint=None',
-        'default_hooks.logger.interval=1'
+        'model.roi_head.bbox_head.num_classes=4', 'model.roi_head.mask_head.num_classes=4',
+        'model.train_cfg.rcnn.sampler.num=64', 'model.train_cfg.rpn_proposal.max_per_img=100',
+        'model.test_cfg.rpn.max_per_img=100', 'model.test_cfg.rcnn.max_per_img=10',
+        'default_hooks.checkpoint=None', 'default_hooks.logger.interval=1'
     ]
 
 
 def test_coco_config_trains_two_iterations_with_the_hook(det_data_root, tmp_path):
-    run_tool(['python', 'tools/train.py', COCO_CONFIG, '--work-dir', str(tmp_path),
-              '--cfg-options'] + _demo_options(det_data_root.rstrip('/') + '/'))
+    run_tool(
+        ['python', 'tools/train.py', COCO_CONFIG, '--work-dir',
+         str(tmp_path), '--cfg-options'] + _demo_options(det_data_root.rstrip('/') + '/'))
     rows = read_scalars(str(tmp_path))
     losses = [r for r in rows if 'loss' in r]
     assert len(losses) == 2 and all(math.isfinite(r['loss']) for r in losses)

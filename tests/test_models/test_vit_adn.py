@@ -12,11 +12,10 @@ from mmpretrain.registry import MODELS
 import mmadn  # noqa: F401
 from mmadn.analysis import count_flops
 from mmadn.models.backbones import VisionTransformerADN
-
 from ..conftest import ROOT
-from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g,
-                                  load_plain_checkpoint, one_thread, run_every_subnet,
-                                  skip_norms_in_use, stage_feature_shapes)
+from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g, load_plain_checkpoint,
+                                  one_thread, run_every_subnet, skip_norms_in_use,
+                                  stage_feature_shapes)
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -25,10 +24,11 @@ TINY = dict(arch=dict(embed_dims=32, num_layers=8, num_heads=2, feedforward_chan
 
 
 def _classifier(backbone, in_channels=768, num_classes=1000):
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=None,
-        head=dict(type='VisionTransformerClsHead', num_classes=num_classes,
-                  in_channels=in_channels)))
+    return MODELS.build(
+        dict(
+            type='ImageClassifier', backbone=backbone, neck=None,
+            head=dict(type='VisionTransformerClsHead', num_classes=num_classes,
+                      in_channels=in_channels)))
 
 
 @pytest.fixture(scope='module')
@@ -51,8 +51,12 @@ def test_keys_are_the_plain_keys_plus_skip_norms():
     plain = set(VisionTransformer(**TINY).state_dict())
     extra = set(m.state_dict()) - plain
     assert plain <= set(m.state_dict())
-    assert extra == {f'layers.{i}.ln{j}_skip.{f}' for i in (0, 2, 4, 6) for j in (1, 2)
-                     for f in ('weight', 'bias')}
+    assert extra == {
+        f'layers.{i}.ln{j}_skip.{f}'
+        for i in (0, 2, 4, 6)
+        for j in (1, 2)
+        for f in ('weight', 'bias')
+    }
 
 
 def test_sdpa_is_counted_for_plain_vit_b16():
@@ -92,9 +96,10 @@ def test_plain_checkpoint_loads_super_equals_plain_and_base_equals_kept_layers(t
         short = VisionTransformer(**dict(TINY, arch=dict(TINY['arch'], num_layers=4)))
         state = {k: v for k, v in plain.state_dict().items() if not k.startswith('layers.')}
         for new, old in enumerate((0, 2, 4, 6)):
-            state.update({k.replace(f'layers.{old}.', f'layers.{new}.', 1): v
-                          for k, v in plain.state_dict().items()
-                          if k.startswith(f'layers.{old}.')})
+            state.update({
+                k.replace(f'layers.{old}.', f'layers.{new}.', 1): v
+                for k, v in plain.state_dict().items() if k.startswith(f'layers.{old}.')
+            })
         short.load_state_dict(state)
         short.eval()
         with adn.skipping('TTTT'):
@@ -112,20 +117,22 @@ def test_every_subnet_forward_backward_and_norm_sets():
     assert len(outs) == 16 and outs['FFFF'][0].shape == (2, 32, 4, 4)
     assert not torch.allclose(outs['FFFF'][0], outs['TTTT'][0])
     assert skip_norms_in_use(m, x, 'TFFT') == {
-        'layers.0.ln1_skip', 'layers.0.ln2_skip', 'layers.6.ln1_skip', 'layers.6.ln2_skip'}
+        'layers.0.ln1_skip', 'layers.0.ln2_skip', 'layers.6.ln1_skip', 'layers.6.ln2_skip'
+    }
     # stage features: one (N, C, L, 1) token map per group, recorded by forward hooks
     assert stage_feature_shapes(m, x) == [(2, 32, 17, 1)] * 4
 
 
 def test_one_training_step_with_the_hook():
-    model = _classifier(dict(type='VisionTransformerADN', **TINY), in_channels=32,
-                        num_classes=5)
+    model = _classifier(dict(type='VisionTransformerADN', **TINY), in_channels=32, num_classes=5)
     model.init_weights()
     torch.nn.init.normal_(model.head.layers.head.weight, std=0.5)  # mmpretrain zero-inits it
     log_vars, changed = classifier_train_step_with_hook(model, 5, 32)
     assert log_vars['loss_kd_feat'] > 0 and log_vars['loss_kd_logits'] > 0
-    assert {'backbone.layers.7.attn.qkv.weight', 'backbone.layers.0.ln1_skip.weight',
-            'backbone.layers.0.ln1.weight', 'head.layers.head.weight'} <= changed
+    assert {
+        'backbone.layers.7.attn.qkv.weight', 'backbone.layers.0.ln1_skip.weight',
+        'backbone.layers.0.ln1.weight', 'head.layers.head.weight'
+    } <= changed
     assert model.backbone.skip_str == 'FFFF'
 
 

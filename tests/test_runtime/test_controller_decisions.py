@@ -41,8 +41,7 @@ def backbone():
 
 def _controller(backbone, world, budget_ms=13.0, **kw):
     backbone.set_skip('FFFF')
-    return DepthController(backbone, PROFILE, budget_ms, fn=world.call, clock=world.clock,
-                           **kw)
+    return DepthController(backbone, PROFILE, budget_ms, fn=world.call, clock=world.clock, **kw)
 
 
 def _run(ctrl, n):
@@ -134,9 +133,10 @@ def test_a_move_up_that_fails_doubles_the_patience(backbone):
 
 def test_budget_below_cheapest_raises_or_warns_and_stays_at_the_cheapest(backbone, caplog):
     world = World(backbone)
-    with pytest.raises(ValueError, match=r'budget_ms=4 is below the latency of the cheapest '
-                                         r'sub-network, TTTT \(5\.00 ms, profile\): expected '
-                                         r'a budget of at least 5\.00 ms'):
+    with pytest.raises(
+            ValueError, match=r'budget_ms=4 is below the latency of the cheapest '
+            r'sub-network, TTTT \(5\.00 ms, profile\): expected '
+            r'a budget of at least 5\.00 ms'):
         _controller(backbone, world, budget_ms=4)
     # a load of 3x from call 5 to 59: even TTTT (15 ms) misses 13 ms
     world = World(backbone, load=lambda i: 3.0 if 5 <= i < 60 else 1.0)
@@ -192,16 +192,19 @@ def test_a_profile_from_another_model_is_refused(backbone, tmp_path):
                       out_indices=(0, 1, 2), base_channels=8)
     rows = profile_subnets(three, x, repeats=1, warmup=0)
     assert [r['skip'] for r in rows][:2] == ['FFF', 'FFT']
-    with pytest.raises(ValueError, match=r"profile row 0 does not fit this model \(ResNetADN "
-                                         r"with 4 skippable stages\), is the profile from "
-                                         r"another model\? skip='FFF': expected 4 letters"):
+    with pytest.raises(
+            ValueError, match=r"profile row 0 does not fit this model \(ResNetADN "
+            r"with 4 skippable stages\), is the profile from "
+            r"another model\? skip='FFF': expected 4 letters"):
         DepthController(backbone, rows, 100.0)
     classifier_rows = [dict(r, scope='classifier') for r in PROFILE]
-    with pytest.raises(ValueError, match=r"measured on a 'classifier', this model is "
-                                         r"profiled as 'backbone'"):
+    with pytest.raises(
+            ValueError, match=r"measured on a 'classifier', this model is "
+            r"profiled as 'backbone'"):
         DepthController(backbone, classifier_rows, 100.0)
-    with pytest.raises(ValueError, match=r'profile row 1 \(TTFF\): latency_ms=None, expected '
-                                         r'a positive number'):
+    with pytest.raises(
+            ValueError, match=r'profile row 1 \(TTFF\): latency_ms=None, expected '
+            r'a positive number'):
         DepthController(backbone, [PROFILE[0], dict(skip='TTFF', gflops=1.0)], 100.0)
     with pytest.raises(ValueError, match='profile row 1: TTTT appears twice'):
         DepthController(backbone, [PROFILE[0], PROFILE[0]], 100.0)
@@ -221,9 +224,9 @@ def test_a_profile_from_another_model_is_refused(backbone, tmp_path):
     (dict(window=0), r'window=0: expected an integer >= 1'),
     (dict(cost='time'), r"cost='time': expected 'latency' or 'gflops'"),
     (dict(up_after=12), r'down_after=2, up_after=12, window=10: expected down_after and '
-                        r'up_after <= window'),
+     r'up_after <= window'),
     (dict(start='FTTT'), r"start='FTTT': expected one of the front \['TTTT', 'TTFF', "
-                         r"'TFFF', 'FFFF'\]"),
+     r"'TFFF', 'FFFF'\]"),
 ])
 def test_bad_settings_name_the_value_and_the_accepted_form(backbone, kw, match):
     kw = dict(dict(budget_ms=13.0), **kw)
@@ -236,8 +239,8 @@ def test_the_depth_changes_only_through_switch(backbone):
     # controller sets it through ``switch``, once at the start, before each call and on
     # each move, and never touches the backbone
     switched = []
-    world = World(backbone, latency=lambda i, skip: LATENCY[switched[-1]]
-                  * (1.4 if 2 <= i < 20 else 1.0))
+    world = World(backbone, latency=lambda i, skip: LATENCY[switched[-1]] *
+                  (1.4 if 2 <= i < 20 else 1.0))
     backbone.set_skip('TTTT')
     ctrl = DepthController(backbone, PROFILE, 13.0, fn=world.call, clock=world.clock,
                            switch=switched.append)

@@ -16,7 +16,6 @@ from mmpretrain.apis import ImageClassificationInferencer
 import mmadn  # noqa: F401
 from mmadn.analysis import profile_subnets
 from mmadn.runtime import DepthController
-
 from ..test_deploy.conftest import first_image, load_tool
 
 SKIPS = ['FFFF', 'TTFF', 'TTTT']
@@ -62,8 +61,7 @@ def test_det_inferencer_runs_the_depth_the_controller_logs(det_ckpt, det_data_ro
     inferencer = DetInferencer(model=config, weights=ckpt, device='cpu', show_progress=False)
     model = inferencer.model
     image = mmcv.imread(first_image(det_data_root, 'val/*.png'))
-    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(image),
-                                              batch_size=1)))
+    _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(image), batch_size=1)))
     inputs = model.data_preprocessor(data, False)['inputs']
     profile = profile_subnets(model, inputs, skips=SKIPS, warmup=1, repeats=2)
     assert [r['scope'] for r in profile] == ['backbone+neck'] * 3
@@ -98,8 +96,8 @@ def test_det_inferencer_runs_the_depth_the_controller_logs(det_ckpt, det_data_ro
     fit = ctrl.fit
     assert fit['slope'] >= 0
     for r in _scripted(profile):
-        assert ctrl.expected_ms[r['skip']] == pytest.approx(
-            fit['intercept_ms'] + fit['slope'] * r['latency_ms'])
+        assert ctrl.expected_ms[r['skip']] == pytest.approx(fit['intercept_ms'] +
+                                                            fit['slope'] * r['latency_ms'])
     assert sum(ctrl.expected_ms.values()) == pytest.approx(sum(measured.values()))
     assert ctrl.skip == ctrl.levels[-1] == 'FFFF'
 
@@ -108,8 +106,7 @@ def test_image_classification_inferencer_and_a_bare_classifier(cls_ckpt, cls_dat
     config, ckpt = cls_ckpt
     image = first_image(cls_data_root, 'val/*/*.png')
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        inferencer = ImageClassificationInferencer(model=config, pretrained=ckpt,
-                                                   device='cpu')
+        inferencer = ImageClassificationInferencer(model=config, pretrained=ckpt, device='cpu')
         model = inferencer.model
         x = torch.rand(1, 3, 64, 64)
         profile = profile_subnets(model, x, skips=SKIPS, warmup=1, repeats=2)
@@ -143,12 +140,13 @@ def test_stream_demo_on_a_folder_and_a_video(det_ckpt, det_data_root, tmp_path, 
     demo = load_tool('demo/adaptive_depth_stream.py')
     out = str(tmp_path / 'stream.png')
     log = str(tmp_path / 'stream.json')
-    assert demo.main([config, ckpt, det_data_root + '/val', '--budget-ms', '100000',
-                      '--skips', 'FFFF,TTFF,TTTT', '--max-frames', '6', '--out', out,
-                      '--log', log, '--score-thr', '0']) == 0
+    assert demo.main([
+        config, ckpt, det_data_root + '/val', '--budget-ms', '100000', '--skips', 'FFFF,TTFF,TTTT',
+        '--max-frames', '6', '--out', out, '--log', log, '--score-thr', '0'
+    ]) == 0
     text = capsys.readouterr().out
-    frames = re.findall(r'^frame +(\d+): (FFFF|TTFF|TTTT) +([\d.]+) ms, (\d+) detections',
-                        text, re.M)
+    frames = re.findall(r'^frame +(\d+): (FFFF|TTFF|TTTT) +([\d.]+) ms, (\d+) detections', text,
+                        re.M)
     # a budget far above every latency: the super-net on all frames
     assert [int(f[0]) for f in frames] == list(range(6))
     assert all(f[1] == 'FFFF' and float(f[2]) > 0 for f in frames)
@@ -170,10 +168,14 @@ def test_stream_demo_on_a_folder_and_a_video(det_ckpt, det_data_root, tmp_path, 
     writer.release()
     profile = str(tmp_path / 'profile.json')
     with open(profile, 'w') as f:
-        json.dump([dict(skip=s, gflops=g, latency_ms=ms, scope='backbone+neck')
-                   for s, g, ms in (('FFFF', 2.0, 1.0), ('TTTT', 1.0, 0.5))], f)
-    assert demo.main([config, ckpt, video, '--budget-ms', '100000', '--profile', profile,
-                      '--loop', '2', '--out', out]) == 0
+        json.dump([
+            dict(skip=s, gflops=g, latency_ms=ms, scope='backbone+neck')
+            for s, g, ms in (('FFFF', 2.0, 1.0), ('TTTT', 1.0, 0.5))
+        ], f)
+    assert demo.main([
+        config, ckpt, video, '--budget-ms', '100000', '--profile', profile, '--loop', '2', '--out',
+        out
+    ]) == 0
     text = capsys.readouterr().out
     assert len(re.findall(r'^frame +\d+: FFFF', text, re.M)) == 8
     # both sub-networks of the profile timed through the inferencer (whole frames)
@@ -183,8 +185,9 @@ def test_stream_demo_on_a_folder_and_a_video(det_ckpt, det_data_root, tmp_path, 
 def test_stream_demo_rejects_bad_input(det_ckpt, det_data_root, tmp_path):
     config, ckpt = det_ckpt
     demo = load_tool('demo/adaptive_depth_stream.py')
-    with pytest.raises(SystemExit, match=r"error: 'nope' does not exist \(expected a folder "
-                                         r'of images or a video file\)'):
+    with pytest.raises(
+            SystemExit, match=r"error: 'nope' does not exist \(expected a folder "
+            r'of images or a video file\)'):
         demo.main([config, ckpt, 'nope', '--budget-ms', '50'])
     (tmp_path / 'empty').mkdir()
     with pytest.raises(SystemExit, match='holds no image'):
@@ -192,12 +195,12 @@ def test_stream_demo_rejects_bad_input(det_ckpt, det_data_root, tmp_path):
     profile = str(tmp_path / 'profile.json')
     with open(profile, 'w') as f:
         json.dump([dict(skip='FFFF', gflops=2.0, latency_ms=20.0)], f)
-    with pytest.raises(SystemExit, match=r'error: budget_ms=0.5 is below the latency of the '
-                                         r'cheapest sub-network, FFFF \(20\.00 ms, profile\)'):
-        demo.main([config, ckpt, det_data_root + '/val', '--budget-ms', '0.5',
-                   '--profile', profile])
+    with pytest.raises(
+            SystemExit, match=r'error: budget_ms=0.5 is below the latency of the '
+            r'cheapest sub-network, FFFF \(20\.00 ms, profile\)'):
+        demo.main(
+            [config, ckpt, det_data_root + '/val', '--budget-ms', '0.5', '--profile', profile])
     with open(profile, 'w') as f:
         json.dump([dict(skip='FFF', gflops=2.0, latency_ms=20.0)], f)
     with pytest.raises(SystemExit, match=r"error: profile row 0 does not fit this model "):
-        demo.main([config, ckpt, det_data_root + '/val', '--budget-ms', '50',
-                   '--profile', profile])
+        demo.main([config, ckpt, det_data_root + '/val', '--budget-ms', '50', '--profile', profile])

@@ -85,8 +85,10 @@ def test_the_cheapest_level_missing_stays_and_warns_once(caplog):
     with caplog.at_level(logging.WARNING, logger=LOGGER.name):
         assert _feed(policy, [15.0] * 20) == ['TTTT'] * 20
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ['budget_ms=13 is missed even by the cheapest sub-network TTTT (p90 '
-                        '15.0 ms over the last calls); staying at it']
+    assert warnings == [
+        'budget_ms=13 is missed even by the cheapest sub-network TTTT (p90 '
+        '15.0 ms over the last calls); staying at it'
+    ]
 
 
 def test_moves_up_only_after_patience_calls_with_room():
@@ -113,11 +115,10 @@ def test_patience_doubles_after_a_failed_move_up_and_resets_after_one_that_holds
     ran = _run(policy, 80, lambda i, skip: 15.0 if skip == 'FFFF' else EXPECTED[skip])
     # up after 5 calls; two at 1.5x: down to TTTT (7.5 ms; TTFF 10.5), patience 10, then 15
     # (capped), 15
-    assert _moves(ran) == [(5, 'TTTT', 'FFFF'), (7, 'FFFF', 'TTTT'),
-                           (17, 'TTTT', 'FFFF'), (19, 'FFFF', 'TTTT'),
-                           (34, 'TTTT', 'FFFF'), (36, 'FFFF', 'TTTT'),
-                           (51, 'TTTT', 'FFFF'), (53, 'FFFF', 'TTTT'),
-                           (68, 'TTTT', 'FFFF'), (70, 'FFFF', 'TTTT')]
+    assert _moves(ran) == [(5, 'TTTT', 'FFFF'), (7, 'FFFF', 'TTTT'), (17, 'TTTT', 'FFFF'),
+                           (19, 'FFFF', 'TTTT'), (34, 'TTTT', 'FFFF'), (36, 'FFFF', 'TTTT'),
+                           (51, 'TTTT', 'FFFF'), (53, 'FFFF', 'TTTT'), (68, 'TTTT', 'FFFF'),
+                           (70, 'FFFF', 'TTTT')]
     assert policy.patience == 15
     # once FFFF keeps to its expected latency, the next move up (15 calls after the last
     # move down) holds, and 10 calls (window) at FFFF later the patience is back to 5
@@ -145,9 +146,10 @@ def test_a_new_budget_applies_from_the_next_call_and_a_bad_one_changes_nothing()
     _feed(policy, [10.0] * 10)
     policy.set_budget(9.0)  # FFFF (10 ms) misses; TTFF (7 ms) is within 0.8 x 9 = 7.2 ms
     assert policy.observe(10.0) == 'TTFF'
-    with pytest.raises(ValueError, match=r'budget_ms=4 is below the latency of the cheapest '
-                                         r'sub-network, TTTT \(5\.00 ms, profile\): expected '
-                                         r'a budget of at least 5\.00 ms'):
+    with pytest.raises(
+            ValueError, match=r'budget_ms=4 is below the latency of the cheapest '
+            r'sub-network, TTTT \(5\.00 ms, profile\): expected '
+            r'a budget of at least 5\.00 ms'):
         policy.set_budget(4)
     with pytest.raises(ValueError, match=r'budget_ms=-1: expected a positive number'):
         policy.set_budget(-1)
@@ -162,11 +164,13 @@ def test_new_expected_latencies_restart_at_the_deepest_level():
     assert policy.skip == 'FFFF' and policy.source == 'calibrated'
     assert policy.expected_ms == dict(TTTT=6.0, TTFF=8.0, TFFF=10.0, FFFF=12.0)
     assert policy.observe(12.0) == 'FFFF' and policy.observe(13.5) == 'TTFF'  # 1.125x
-    with pytest.raises(ValueError, match=r'budget_ms=13 is below the latency of the cheapest '
-                                         r'sub-network, TTTT \(14\.00 ms, calibrated\)'):
+    with pytest.raises(
+            ValueError, match=r'budget_ms=13 is below the latency of the cheapest '
+            r'sub-network, TTTT \(14\.00 ms, calibrated\)'):
         policy.set_expected(dict(TTTT=14.0, TTFF=15.0, TFFF=16.0, FFFF=17.0))
-    with pytest.raises(ValueError, match=r"expected_ms\['TFFF'\]=None: expected a positive "
-                                         r'number of milliseconds for every level'):
+    with pytest.raises(
+            ValueError, match=r"expected_ms\['TFFF'\]=None: expected a positive "
+            r'number of milliseconds for every level'):
         policy.set_expected(dict(TTTT=6.0, TTFF=8.0, FFFF=12.0))
     assert policy.expected_ms['TTTT'] == 6.0 and policy.skip == 'TTFF'  # unchanged
 
@@ -184,15 +188,15 @@ def test_new_expected_latencies_restart_at_the_deepest_level():
     (dict(max_patience=0), r'max_patience=0: expected an integer >= 1'),
     (dict(warmup=-1), r'warmup=-1: expected an integer >= 0'),
     (dict(up_after=12), r'down_after=2, up_after=12, window=10: expected down_after and '
-                        r'up_after <= window'),
+     r'up_after <= window'),
     (dict(start='FTTT'), r"start='FTTT': expected one of the front \['TTTT', 'TTFF', "
-                         r"'TFFF', 'FFFF'\]"),
+     r"'TFFF', 'FFFF'\]"),
     (dict(budget_ms=4), r'budget_ms=4 is below the latency of the cheapest sub-network, '
-                        r'TTTT \(5\.00 ms, profile\)'),
+     r'TTTT \(5\.00 ms, profile\)'),
     (dict(levels=[]), r'levels=\[\]: expected distinct skips, cheapest first'),
     (dict(levels=['TTTT', 'TTTT']), r"levels=\['TTTT', 'TTTT'\]: expected distinct"),
     (dict(expected_ms=dict(EXPECTED, TTFF=-1)), r"expected_ms\['TTFF'\]=-1: expected a "
-                                                r'positive number of milliseconds'),
+     r'positive number of milliseconds'),
 ])
 def test_bad_settings_name_the_value_and_the_accepted_form(kw, match):
     kw = dict(dict(levels=LEVELS, expected_ms=EXPECTED, budget_ms=13.0), **kw)

@@ -7,7 +7,6 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
 import mmadn  # noqa: F401
 from mmadn.models.backbones import ResNetADN
-
 from ..conftest import ROOT
 
 
@@ -29,8 +28,10 @@ def _official_like_state(depth=50, avg_down=False):
 
 
 def _convert(src, out):
-    proc = subprocess.run([sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
-                           str(src), str(out)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
+         str(src),
+         str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -41,16 +42,17 @@ def test_convert_resnet50_adn_and_match_torchvision(tmp_path):
     out = _convert(tmp_path / 'official.pth', tmp_path / 'out')
     assert 'ResNet-50-ADN (skip norms found)' in out
     ckpt = torch.load(tmp_path / 'out' / 'resnet50_adn_in1k.pth', map_location='cpu')
-    clf = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='ResNetADN', depth=50, out_indices=(3, )),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048)))
+    clf = MMPRETRAIN_MODELS.build(
+        dict(type='ImageClassifier', backbone=dict(type='ResNetADN', depth=50, out_indices=(3, )),
+             neck=dict(type='GlobalAveragePooling'), head=dict(type='LinearClsHead',
+                                                               num_classes=1000, in_channels=2048)))
     clf.load_state_dict(ckpt['state_dict'], strict=True)
     clf.eval()
     tv = torchvision.models.resnet50()
-    tv.load_state_dict({k[len('module.'):]: v for k, v in state.items()
-                        if '_skip' not in k}, strict=True)
+    tv.load_state_dict({
+        k[len('module.'):]: v
+        for k, v in state.items() if '_skip' not in k
+    }, strict=True)
     tv.eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -74,8 +76,10 @@ def test_convert_d_layout_and_plain_resnet(tmp_path):
 
 def test_convert_refuses_non_resnet(tmp_path):
     torch.save({'weight': torch.zeros(3)}, tmp_path / 'x.pth')
-    proc = subprocess.run([sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
-                           str(tmp_path / 'x.pth'), str(tmp_path / 'o')], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run([
+        sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
+        str(tmp_path / 'x.pth'),
+        str(tmp_path / 'o')
+    ], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
     assert 'not a ResNet(-ADN) state dict: found (0, 0, 0, 0) blocks' in proc.stderr

@@ -17,7 +17,6 @@ from mmengine.config import Config
 import mmadn  # noqa: F401
 from mmadn.engine.launch import check_config, load_config
 from mmadn.models import load_checkpoint_file
-
 from ..conftest import CLS_DEMO, DET_DEMO, ROOT, cls_overrides, load_tool
 
 # the checkpoint write of iteration 3 is cut in the middle and the process killed, as by
@@ -53,15 +52,14 @@ def _steps(run_dir):
         return [json.loads(line)['step'] for line in f if 'loss' in line]
 
 
-def test_killed_write_keeps_the_last_good_checkpoint_and_resume_continues(
-        cls_data_root, tmp_path):
+def test_killed_write_keeps_the_last_good_checkpoint_and_resume_continues(cls_data_root, tmp_path):
     work = str(tmp_path / 'work')
-    opts = cls_overrides(cls_data_root, iters=3) + ['train_cfg.val_interval=100',
-                                                    'train_dataloader.batch_size=2']
-    proc = subprocess.run(
-        [sys.executable, '-c', KILL_DURING_WRITE, CLS_DEMO, '--work-dir', work,
-         '--cfg-options', *opts, 'default_hooks.checkpoint.max_keep_ckpts=1'],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    opts = cls_overrides(cls_data_root,
+                         iters=3) + ['train_cfg.val_interval=100', 'train_dataloader.batch_size=2']
+    proc = subprocess.run([
+        sys.executable, '-c', KILL_DURING_WRITE, CLS_DEMO, '--work-dir', work, '--cfg-options',
+        *opts, 'default_hooks.checkpoint.max_keep_ckpts=1'
+    ], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     # the previous checkpoint is whole and still there; the partial write has its own name
     names = sorted(os.listdir(work))
@@ -75,17 +73,16 @@ def test_killed_write_keeps_the_last_good_checkpoint_and_resume_continues(
     # resume finds it even without mmengine's last_checkpoint pointer
     os.remove(osp.join(work, 'last_checkpoint'))
     sha = _sha(osp.join(work, 'iter_2.pth'))
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', CLS_DEMO, '--work-dir', work, '--resume',
-         '--cfg-options', *opts, 'default_hooks.checkpoint.max_keep_ckpts=-1'],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([
+        sys.executable, 'tools/train.py', CLS_DEMO, '--work-dir', work, '--resume', '--cfg-options',
+        *opts, 'default_hooks.checkpoint.max_keep_ckpts=-1'
+    ], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'--resume: resuming from {osp.join(work, "iter_2.pth")}' in proc.stdout
     runs = sorted(glob.glob(osp.join(work, '2*')))
     assert _steps(runs[-1]) == [3]  # continued after iteration 2, not from 0
     assert _sha(osp.join(work, 'iter_2.pth')) == sha  # the old checkpoint is intact
-    assert load_checkpoint_file(osp.join(work, 'iter_3.pth'), training=True)['meta'][
-        'iter'] == 3
+    assert load_checkpoint_file(osp.join(work, 'iter_3.pth'), training=True)['meta']['iter'] == 3
     assert not [n for n in os.listdir(work) if n.startswith('.tmp-')]
     assert 'removed 1 partial checkpoint file(s) of an interrupted write' in proc.stdout
     assert open(osp.join(work, 'last_checkpoint')).read() == osp.join(work, 'iter_3.pth')
@@ -104,8 +101,7 @@ def train_tool():
     return load_tool('tools/train.py')
 
 
-def test_train_never_starts_from_zero_over_checkpoints(train_tool, tmp_path, monkeypatch,
-                                                       capsys):
+def test_train_never_starts_from_zero_over_checkpoints(train_tool, tmp_path, monkeypatch, capsys):
     work = tmp_path / 'work'
     work.mkdir()
     opts = ['--work-dir', str(work)]
@@ -124,14 +120,13 @@ def test_train_never_starts_from_zero_over_checkpoints(train_tool, tmp_path, mon
     # a truncated file given explicitly
     torch.save({'state_dict': {'w': torch.zeros(10000)}}, tmp_path / 'full.pth')
     (tmp_path / 'cut.pth').write_bytes((tmp_path / 'full.pth').read_bytes()[:5000])
-    err = _run_main(train_tool, [CLS_DEMO, '--resume', str(tmp_path / 'cut.pth')] + opts,
-                    monkeypatch, capsys)
+    err = _run_main(train_tool,
+                    [CLS_DEMO, '--resume', str(tmp_path / 'cut.pth')] + opts, monkeypatch, capsys)
     assert f'error: corrupt or not a checkpoint: {tmp_path / "cut.pth"} (a truncated' in err
-    err = _run_main(train_tool, [CLS_DEMO, '--resume', str(tmp_path / 'full.pth')] + opts,
-                    monkeypatch, capsys)
+    err = _run_main(train_tool,
+                    [CLS_DEMO, '--resume', str(tmp_path / 'full.pth')] + opts, monkeypatch, capsys)
     assert 'is no training checkpoint (it has no meta.iter / meta.epoch' in err
-    err = _run_main(train_tool, [CLS_DEMO, '--resume', 'missing.pth'] + opts, monkeypatch,
-                    capsys)
+    err = _run_main(train_tool, [CLS_DEMO, '--resume', 'missing.pth'] + opts, monkeypatch, capsys)
     assert 'error: --resume missing.pth: no such file' in err
     if not torch.cuda.is_available():
         err = _run_main(train_tool, [CLS_DEMO, '--amp'] + opts, monkeypatch, capsys)
@@ -149,14 +144,15 @@ def test_options_are_checked_before_the_model_is_built(tmp_path, monkeypatch, ca
     torch.save({}, ckpt)
     err = _run_main(test_tool, [CLS_DEMO, str(ckpt), '--skip', ''], monkeypatch, capsys)
     assert "argument --skip: skips='' names no sub-network: expected 'all'" in err
-    err = _run_main(test_tool, [CLS_DEMO, str(ckpt), '--skip', 'all', '--profile-repeats',
-                                '0'], monkeypatch, capsys)
+    err = _run_main(test_tool,
+                    [CLS_DEMO, str(ckpt), '--skip', 'all', '--profile-repeats', '0'], monkeypatch,
+                    capsys)
     assert "argument --profile-repeats: '0': expected an integer >= 1" in err
     profile = load_tool('tools/analysis_tools/profile_subnets.py')
     for argv, message in ((['--shape', '-5', '64'], "argument --shape: '-5': expected an "
-                           'integer >= 1'),
-                          (['--skips', ' , '], "argument --skips: skips=' , ' names no "
-                           'sub-network')):
+                           'integer >= 1'), (['--skips',
+                                              ' , '], "argument --skips: skips=' , ' names no "
+                                             'sub-network')):
         with pytest.raises(SystemExit):
             profile.main([CLS_DEMO] + argv)
         assert message in capsys.readouterr().err
@@ -180,12 +176,12 @@ def test_config_checks_save_best_hook_and_ddp_unused_parameters():
         "default_hooks.checkpoint.save_best='TTFF/accuracy/top1': val_cfg.skips=('super', "
         "'base') evaluates ['FFFF', 'TTTT'], never TTFF; use e.g. 'TTTT/accuracy/top1' or add "
         "'TTFF' to val_cfg.skips")
-    with pytest.raises(ValueError, match="save_best='accuracy/top1': SubnetValLoop reports "
-                       "every metric with its sub-network's skip as prefix"):
+    with pytest.raises(
+            ValueError, match="save_best='accuracy/top1': SubnetValLoop reports "
+            "every metric with its sub-network's skip as prefix"):
         check_config(_cls_cfg(**{'default_hooks.checkpoint.save_best': 'accuracy/top1'}))
     with pytest.raises(ValueError, match=r"alpha='0.5' \(str\): expected a number in \[0, 1\]"):
-        check_config(_cls_cfg(custom_hooks=[dict(type='SubPathSpecializationHook',
-                                                 alpha='0.5')]))
+        check_config(_cls_cfg(custom_hooks=[dict(type='SubPathSpecializationHook', alpha='0.5')]))
     cfg = _cls_cfg(custom_hooks=[dict(type='SubPathSpecializationHook', super_skip='TFFF')])
     check_config(cfg)  # one process: nothing to say
     cfg.launcher = 'pytorch'
@@ -219,8 +215,7 @@ def test_ddp_stops_at_the_second_iteration_when_a_parameter_gets_no_gradient():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0,
-                            world_size=1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
     try:
         model = DistributedDataParallel(_HalfUsed())
         model(torch.randn(3, 2)).sum().backward()  # the first iteration passes
@@ -257,8 +252,11 @@ def test_demo_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     demo = load_tool('demo/adaptive_depth_demo.py')
     out = tmp_path / 'depths.png'
     with pytest.raises(SystemExit) as info:
-        demo.main([DET_DEMO, str(tmp_path / 'cls.pth'), str(tmp_path / 'img.png'),
-                   '--out', str(out)])
+        demo.main(
+            [DET_DEMO,
+             str(tmp_path / 'cls.pth'),
+             str(tmp_path / 'img.png'), '--out',
+             str(out)])
     DefaultScope._instance_dict.clear()
     assert str(info.value).startswith(f'error: {tmp_path / "cls.pth"} holds another model '
                                       'whose backbone fits this config but whose other parts '
@@ -266,8 +264,7 @@ def test_demo_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     assert not out.exists()  # no picture from random heads
 
 
-def test_resuming_an_adn_checkpoint_with_a_plain_config_names_the_config(
-        cls_data_root, tmp_path):
+def test_resuming_an_adn_checkpoint_with_a_plain_config_names_the_config(cls_data_root, tmp_path):
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
@@ -275,16 +272,23 @@ def test_resuming_an_adn_checkpoint_with_a_plain_config_names_the_config(
     from mmadn.models import CheckpointMismatchError, adn_backbone_meta
     adn = MODELS.build(Config.fromfile(CLS_DEMO).model)
     ckpt = str(tmp_path / 'iter_2.pth')
-    torch.save({'state_dict': adn.state_dict(), 'meta': dict(
-        iter=2, epoch=0, experiment_name='resnet18_adn_demo_20250101_000000',
-        adn_backbone=adn_backbone_meta(adn))}, ckpt)
+    torch.save(
+        {
+            'state_dict':
+            adn.state_dict(),
+            'meta':
+            dict(iter=2, epoch=0, experiment_name='resnet18_adn_demo_20250101_000000',
+                 adn_backbone=adn_backbone_meta(adn))
+        }, ckpt)
     plain = tmp_path / 'plain.py'
     plain.write_text(f"_base_ = [{CLS_DEMO!r}]\ncustom_hooks = []\n"
                      "val_cfg = dict(_delete_=True, type='ValLoop')\n"
                      "model = dict(backbone=dict(_delete_=True, type='ResNet', depth=18))\n")
     from mmengine.config import DictAction
-    options = {k: DictAction._parse_iterable(v)
-               for k, v in (o.split('=', 1) for o in cls_overrides(cls_data_root))}
+    options = {
+        k: DictAction._parse_iterable(v)
+        for k, v in (o.split('=', 1) for o in cls_overrides(cls_data_root))
+    }
     cfg = load_config(str(plain), options, work_dir=str(tmp_path / 'work'))
     cfg.resume, cfg.load_from = True, ckpt
     assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'  # swapped in

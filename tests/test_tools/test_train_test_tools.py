@@ -2,7 +2,6 @@
 import glob
 import json
 import os.path as osp
-
 import subprocess
 import sys
 
@@ -14,8 +13,9 @@ from ..conftest import CLS_DEMO, ROOT, cls_overrides, read_scalars, run_tool
 
 def _train(work_dir, data_root, iters, extra=()):
     opts = cls_overrides(data_root, iters) + ['train_cfg.val_interval=100']
-    return run_tool(['python', 'tools/train.py', CLS_DEMO, '--work-dir', work_dir, *extra,
-                     '--cfg-options', *opts])
+    return run_tool([
+        'python', 'tools/train.py', CLS_DEMO, '--work-dir', work_dir, *extra, '--cfg-options', *opts
+    ])
 
 
 def test_interrupted_training_resumes_to_the_same_iteration(cls_data_root, tmp_path):
@@ -40,8 +40,10 @@ def cls_ckpt(cls_data_root, tmp_path_factory):
 
 def test_skip_all_gives_16_rows_and_plain_runs_agree(cls_data_root, cls_ckpt, tmp_path):
     ckpt = cls_ckpt
-    run_tool(['python', 'tools/test.py', CLS_DEMO, ckpt, '--skip', 'all', '--work-dir',
-              str(tmp_path / 'all'), '--cfg-options'] + cls_overrides(cls_data_root))
+    run_tool([
+        'python', 'tools/test.py', CLS_DEMO, ckpt, '--skip', 'all', '--work-dir',
+        str(tmp_path / 'all'), '--cfg-options'
+    ] + cls_overrides(cls_data_root))
     path = glob.glob(str(tmp_path / 'all' / '*' / 'subnet_results.json'))[0]
     results = json.load(open(path))
     assert len(results) == 16 and list(results)[0] == 'FFFF' and list(results)[-1] == 'TTTT'
@@ -54,9 +56,10 @@ def test_skip_all_gives_16_rows_and_plain_runs_agree(cls_data_root, cls_ckpt, tm
     assert osp.isfile(path.replace('.json', '.csv'))
     for skip in ('FFFF', 'TTFT'):
         plain = str(tmp_path / f'plain_{skip}')
-        run_tool(['python', 'tools/test.py', CLS_DEMO, ckpt, '--work-dir', plain,
-                  '--cfg-options', f'model.backbone.skip={skip}'] +
-                 cls_overrides(cls_data_root))
+        run_tool([
+            'python', 'tools/test.py', CLS_DEMO, ckpt, '--work-dir', plain, '--cfg-options',
+            f'model.backbone.skip={skip}'
+        ] + cls_overrides(cls_data_root))
         log = glob.glob(osp.join(plain, '*', '*.json'))[0]
         top1 = json.load(open(log))['accuracy/top1']
         assert top1 == results[skip]['accuracy/top1']
@@ -84,13 +87,13 @@ def test_bad_input_gives_clear_errors(cls_data_root, cls_ckpt):
 def test_test_tool_refuses_a_checkpoint_of_another_architecture_and_plain_backbones(
         cls_data_root, cls_ckpt, tmp_path):
     from mmpretrain.registry import MODELS
-    other = MODELS.build(dict(type='ImageClassifier',
-                              backbone=dict(type='ResNetADN', depth=34),
-                              neck=dict(type='GlobalAveragePooling'),
-                              head=dict(type='LinearClsHead', num_classes=4, in_channels=512)))
+    other = MODELS.build(
+        dict(type='ImageClassifier', backbone=dict(type='ResNetADN', depth=34),
+             neck=dict(type='GlobalAveragePooling'), head=dict(type='LinearClsHead', num_classes=4,
+                                                               in_channels=512)))
     torch.save({'state_dict': other.state_dict()}, tmp_path / 'r34.pth')
-    err = _run_fail(['tools/test.py', CLS_DEMO, str(tmp_path / 'r34.pth'), '--cfg-options'] +
-                    cls_overrides(cls_data_root))
+    err = _run_fail(['tools/test.py', CLS_DEMO,
+                     str(tmp_path / 'r34.pth'), '--cfg-options'] + cls_overrides(cls_data_root))
     assert "error: checkpoint" in err and 'does not fit the model of this config' in err
     assert 'expects (2, 2, 2, 2) BasicBlock blocks' in err and 'Traceback' not in err
     plain = tmp_path / 'plain.py'
@@ -103,14 +106,21 @@ def test_test_tool_refuses_a_checkpoint_of_another_architecture_and_plain_backbo
 def test_out_keeps_the_predictions_of_every_subnet(cls_data_root, cls_ckpt, tmp_path):
     import pickle
     out = tmp_path / 'preds.pkl'
-    proc = run_tool(['python', 'tools/test.py', CLS_DEMO, cls_ckpt, '--skip', 'FFFF,TTTT',
-                     '--no-profile', '--out', str(out), '--work-dir', str(tmp_path / 'w'),
-                     '--cfg-options'] + cls_overrides(cls_data_root))
+    proc = run_tool([
+        'python', 'tools/test.py', CLS_DEMO, cls_ckpt, '--skip', 'FFFF,TTTT', '--no-profile',
+        '--out',
+        str(out), '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options'
+    ] + cls_overrides(cls_data_root))
     assert not out.exists()
-    preds = {skip: pickle.load(open(tmp_path / f'preds_{skip}.pkl', 'rb'))
-             for skip in ('FFFF', 'TTTT')}
+    preds = {
+        skip: pickle.load(open(tmp_path / f'preds_{skip}.pkl', 'rb'))
+        for skip in ('FFFF', 'TTTT')
+    }
     assert len(preds['FFFF']) == len(preds['TTTT']) == 16  # 4 val images per class
-    scores = {skip: torch.stack([torch.as_tensor(p['pred_score']) for p in ps])
-              for skip, ps in preds.items()}
+    scores = {
+        skip: torch.stack([torch.as_tensor(p['pred_score']) for p in ps])
+        for skip, ps in preds.items()
+    }
     assert not torch.allclose(scores['FFFF'], scores['TTTT'])  # two sub-networks' outputs
     assert 'preds_TTTT.pkl' in proc.stdout + proc.stderr

@@ -15,13 +15,12 @@ import pytest
 
 from ..conftest import ROOT, cls_overrides, det_overrides, read_scalars
 
-SOURCES = ('setup.py', 'README.md', 'model-index.yml', 'metafile.yml', 'requirements',
-           'mmadn', 'configs', 'tools')
+SOURCES = ('setup.py', 'README.md', 'model-index.yml', 'metafile.yml', 'requirements', 'mmadn',
+           'configs', 'tools')
 
 
 def _run(args, cwd, env=None, timeout=600):
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + '\n' + proc.stderr[-6000:]
     return proc
 
@@ -40,8 +39,12 @@ def wheel(tmp_path_factory):
             shutil.copytree(path, src / name, ignore=ignore)
         else:
             shutil.copyfile(path, src / name)
-    _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-          '--no-index', '-q', '-w', str(tmp / 'dist'), str(src)], cwd=str(tmp))
+    _run([
+        sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+        '-q', '-w',
+        str(tmp / 'dist'),
+        str(src)
+    ], cwd=str(tmp))
     (path, ) = glob.glob(str(tmp / 'dist' / 'mmadn-*.whl'))
     return path
 
@@ -59,8 +62,8 @@ def wheel_venv(wheel, tmp_path_factory):
     venv = tmp_path_factory.mktemp('venv') / 'env'
     _run([sys.executable, '-m', 'venv', str(venv)], cwd=str(venv.parent), env=env)
     py = str(venv / 'bin' / 'python')
-    _run([py, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', wheel],
-         cwd=str(venv.parent), env=env)
+    _run([py, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', wheel], cwd=str(venv.parent),
+         env=env)
     site = _run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                 cwd=str(venv.parent), env=env).stdout.strip()
     with open(osp.join(site, 'reuse_test_environment.pth'), 'w') as f:
@@ -70,18 +73,23 @@ def wheel_venv(wheel, tmp_path_factory):
 
 def test_wheel_carries_configs_tools_and_model_index(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    configs = {osp.relpath(p, osp.join(ROOT, 'configs')) for p in
-               glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)}
-    assert {n[len('mmadn/.mim/configs/'):] for n in names
-            if n.startswith('mmadn/.mim/configs/')} == configs
-    tools = {osp.relpath(p, osp.join(ROOT, 'tools')) for p in
-             glob.glob(osp.join(ROOT, 'tools', '**', '*'), recursive=True)
-             if osp.isfile(p) and '__pycache__' not in p}
-    assert {n[len('mmadn/.mim/tools/'):] for n in names
-            if n.startswith('mmadn/.mim/tools/')} == tools
-    assert {'mmadn/.mim/tools/train.py', 'mmadn/.mim/tools/test.py',
-            'mmadn/.mim/tools/dist_train.sh', 'mmadn/.mim/model-index.yml',
-            'mmadn/.mim/metafile.yml', 'mmadn/__init__.py'} <= names
+    configs = {
+        osp.relpath(p, osp.join(ROOT, 'configs'))
+        for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    }
+    assert {n[len('mmadn/.mim/configs/'):]
+            for n in names if n.startswith('mmadn/.mim/configs/')} == configs
+    tools = {
+        osp.relpath(p, osp.join(ROOT, 'tools'))
+        for p in glob.glob(osp.join(ROOT, 'tools', '**', '*'), recursive=True)
+        if osp.isfile(p) and '__pycache__' not in p
+    }
+    assert {n[len('mmadn/.mim/tools/'):]
+            for n in names if n.startswith('mmadn/.mim/tools/')} == tools
+    assert {
+        'mmadn/.mim/tools/train.py', 'mmadn/.mim/tools/test.py', 'mmadn/.mim/tools/dist_train.sh',
+        'mmadn/.mim/model-index.yml', 'mmadn/.mim/metafile.yml', 'mmadn/__init__.py'
+    } <= names
     assert not any(n.startswith(('tests/', 'benchmarks/', 'configs/', 'tools/')) for n in names)
 
 
@@ -99,9 +107,10 @@ def test_installed_wheel_holds_real_copies(wheel_venv):
 def test_mim_train_then_mim_test_classifier(wheel_venv, cls_data_root, tmp_path):
     py, site, env = wheel_venv
     work = str(tmp_path / 'train')
-    proc = _run([py, '-m', 'mim', 'train', 'mmadn', 'resnet18_adn_demo.py', '--work-dir',
-                 work, '--cfg-options', *cls_overrides(cls_data_root)],
-                cwd=str(tmp_path), env=env)
+    proc = _run([
+        py, '-m', 'mim', 'train', 'mmadn', 'resnet18_adn_demo.py', '--work-dir', work,
+        '--cfg-options', *cls_overrides(cls_data_root)
+    ], cwd=str(tmp_path), env=env)
     # mim found the config and the training script inside the installed package
     assert osp.join(site, 'mmadn', '.mim', 'configs', 'demo', 'resnet18_adn_demo.py') \
         in proc.stdout
@@ -109,10 +118,12 @@ def test_mim_train_then_mim_test_classifier(wheel_venv, cls_data_root, tmp_path)
     losses = [r for r in read_scalars(work) if 'loss' in r]
     assert [r['step'] for r in losses] == [1, 2] and 'loss_kd_logits' in losses[0]
     ckpt = osp.join(work, 'iter_2.pth')
-    proc = _run([py, '-m', 'mim', 'test', 'mmadn', 'resnet18_adn_demo.py', '--checkpoint',
-                 ckpt, '--work-dir', str(tmp_path / 'test'), '--skip', 'FFFF,TTTT',
-                 '--no-profile', '--cfg-options', *cls_overrides(cls_data_root)],
-                cwd=str(tmp_path), env=env)
+    proc = _run([
+        py, '-m', 'mim', 'test', 'mmadn', 'resnet18_adn_demo.py', '--checkpoint', ckpt,
+        '--work-dir',
+        str(tmp_path / 'test'), '--skip', 'FFFF,TTTT', '--no-profile', '--cfg-options',
+        *cls_overrides(cls_data_root)
+    ], cwd=str(tmp_path), env=env)
     (results, ) = glob.glob(str(tmp_path / 'test' / '*' / 'subnet_results.json'))
     rows = json.load(open(results))
     assert list(rows) == ['FFFF', 'TTTT']
@@ -126,9 +137,11 @@ def test_mim_train_detector_from_a_user_config(wheel_venv, det_data_root, tmp_pa
                     "custom_hooks = [dict(type='SubPathSpecializationHook', alpha=0.7)]\n")
     work = str(tmp_path / 'train')
     # one training iteration (validation is the classifier test's part)
-    _run([py, '-m', 'mim', 'train', 'mmadn', str(user), '--work-dir', work, '--cfg-options',
-          *det_overrides(det_data_root, iters=1), 'train_cfg.val_interval=10'],
-         cwd=str(tmp_path), env=env)
+    _run([
+        py, '-m', 'mim', 'train', 'mmadn',
+        str(user), '--work-dir', work, '--cfg-options', *det_overrides(det_data_root, iters=1),
+        'train_cfg.val_interval=10'
+    ], cwd=str(tmp_path), env=env)
     losses = [r for r in read_scalars(work) if 'loss' in r]
     assert len(losses) == 1 and 'loss_kd_feat' in losses[0] and 'loss_mask' in losses[0]
     assert osp.isfile(osp.join(work, 'iter_1.pth'))

@@ -22,8 +22,7 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
-                                        load_checkpoint)
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 from torch.utils.data import Dataset
 
 from ..conftest import requires_allow_list
@@ -113,11 +112,7 @@ class RecordIters(Hook):
     def before_train(self, runner):
         self.start_iter = runner.iter
 
-    def after_train_iter(self,
-                         runner,
-                         batch_idx,
-                         data_batch=None,
-                         outputs=None):
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.trained_iters.append(batch_idx)
 
 
@@ -136,25 +131,14 @@ def build_runner(work_dir, name, max_iters, resume=False, load_from=None):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         param_scheduler=[
-            dict(type='LinearLR',
-                 start_factor=0.2,
-                 by_epoch=False,
-                 begin=0,
-                 end=3),
+            dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=3),
             # An explicit ``end``: mmengine sets a missing one to the
             # max_iters of the run, which a resumed run would inherit.
-            dict(type='MultiStepLR',
-                 milestones=[8],
-                 gamma=0.1,
-                 by_epoch=False,
-                 begin=0,
-                 end=100),
+            dict(type='MultiStepLR', milestones=[8], gamma=0.1, by_epoch=False, begin=0, end=100),
         ],
         train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters),
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
-                           checkpoint=dict(type='CheckpointHook',
-                                           interval=3,
-                                           by_epoch=False)),
+                           checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False)),
         custom_hooks=[recorder],
         randomness=dict(seed=0),
         load_from=load_from,
@@ -164,10 +148,7 @@ def build_runner(work_dir, name, max_iters, resume=False, load_from=None):
 
 
 def weights_of(runner):
-    return {
-        k: v.detach().clone()
-        for k, v in runner.model.state_dict().items()
-    }
+    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
 
 
 TOTAL_ITERS, STOP_ITER = 10, 6
@@ -183,17 +164,10 @@ def runs(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('interrupted')
     first, _ = build_runner(work_dir, 'interrupted', STOP_ITER)
     first.train()
-    resumed, recorder = build_runner(work_dir,
-                                     'resumed',
-                                     TOTAL_ITERS,
-                                     resume=True)
+    resumed, recorder = build_runner(work_dir, 'resumed', TOTAL_ITERS, resume=True)
     resumed.train()
-    return dict(ref=ref,
-                ref_weights=weights_of(ref),
-                first_weights=weights_of(first),
-                resumed=resumed,
-                recorder=recorder,
-                checkpoint=work_dir / f'iter_{STOP_ITER}.pth')
+    return dict(ref=ref, ref_weights=weights_of(ref), first_weights=weights_of(first),
+                resumed=resumed, recorder=recorder, checkpoint=work_dir / f'iter_{STOP_ITER}.pth')
 
 
 # --------------------------------------------------------------------------
@@ -214,8 +188,7 @@ def test_resume_continues_like_an_uninterrupted_run(runs):
     for key, value in runs['ref_weights'].items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
     # Non-vacuous: training moved the weights after the checkpoint.
-    assert not torch.allclose(resumed['linear.weight'],
-                              runs['first_weights']['linear.weight'])
+    assert not torch.allclose(resumed['linear.weight'], runs['first_weights']['linear.weight'])
 
 
 @requires_allow_list
@@ -241,9 +214,7 @@ def test_runner_checkpoint_needs_exactly_the_allow_list(runs):
             torch.load(ckpt, weights_only=True)
     finally:
         torch.serialization.add_safe_globals(saved)
-    assert {
-        'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'
-    } <= set(unsafe)
+    assert {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'} <= set(unsafe)
 
 
 @requires_allow_list
@@ -254,15 +225,13 @@ def test_allow_list_is_minimal_and_has_no_generic_callables():
     for entry in entries:
         assert entry in registered
         obj, name = entry if isinstance(
-            entry, tuple) else (entry,
-                                f'{entry.__module__}.{entry.__qualname__}')
+            entry, tuple) else (entry, f'{entry.__module__}.{entry.__qualname__}')
         names.add(name)
         # No generic callable: no builtins (numpy's C helpers aside), ...
-        assert not inspect.isbuiltin(obj) or obj.__module__.startswith(
-            'numpy'), name
+        assert not inspect.isbuiltin(obj) or obj.__module__.startswith('numpy'), name
         assert obj not in (getattr, setattr, eval, exec, open), name
-        assert not name.startswith(('os.', 'posix.', 'nt.', 'sys.',
-                                    'functools.', 'subprocess.')), name
+        assert not name.startswith(
+            ('os.', 'posix.', 'nt.', 'sys.', 'functools.', 'subprocess.')), name
     assert names == {
         'mmengine.logging.history_buffer.HistoryBuffer',
         'builtins.getattr',  # restricted to HistoryBuffer statistics
@@ -272,18 +241,15 @@ def test_allow_list_is_minimal_and_has_no_generic_callables():
         'numpy._core.multiarray.scalar',
         'numpy.core.multiarray._reconstruct',
         'numpy.core.multiarray.scalar',
-    } | {
-        f'numpy.dtypes.{t}DType'
-        for t in ('Bool', 'Int32', 'Int64', 'Float32', 'Float64')
-    }
+    } | {f'numpy.dtypes.{t}DType'
+         for t in ('Bool', 'Int32', 'Int64', 'Float32', 'Float64')}
 
 
 @requires_allow_list
 def test_getattr_is_only_allowed_for_history_buffer_statistics():
     from mmengine.logging import HistoryBuffer
-    shim = dict(
-        (n, o) for o, n in (e for e in checkpoint_safety._safe_globals()
-                            if isinstance(e, tuple)))['builtins.getattr']
+    shim = dict((n, o) for o, n in (e for e in checkpoint_safety._safe_globals()
+                                    if isinstance(e, tuple)))['builtins.getattr']
     assert shim is not getattr
     for name in ('min', 'max', 'current', 'mean'):
         assert shim(HistoryBuffer, name) is getattr(HistoryBuffer, name)
@@ -324,8 +290,7 @@ def test_numpy1_checkpoints_load(tmp_path):
         for info in zin.infolist():
             data = zin.read(info)
             if info.filename.endswith('data.pkl'):
-                renamed = data.replace(b'numpy._core.multiarray',
-                                       b'numpy.core.multiarray')
+                renamed = data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
                 assert renamed != data
                 data = renamed
             zout.writestr(info, data)
@@ -381,27 +346,20 @@ class _GetattrPayload:
 
 
 def _save_malicious(path, payload):
-    torch.save({
-        'state_dict': OrderedDict(w=torch.zeros(1)),
-        'meta': payload
-    }, path)
+    torch.save({'state_dict': OrderedDict(w=torch.zeros(1)), 'meta': payload}, path)
 
 
 @requires_allow_list
 @pytest.mark.parametrize('payload_cls, refused', [
     (_OsSystemPayload, f'{os.system.__module__}.system'),
     (_OpenPayload, f'{open.__module__}.open'),
-],
-                         ids=['os.system', 'open'])
-@pytest.mark.parametrize(
-    'load', [
-        lambda path: _load_checkpoint(path),
-        lambda path: load_checkpoint(nn.Linear(1, 1), path),
-        lambda path: CheckpointLoader.load_checkpoint(path),
-    ],
-    ids=['_load_checkpoint', 'load_checkpoint', 'CheckpointLoader'])
-def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch, payload_cls,
-                                         refused, load):
+], ids=['os.system', 'open'])
+@pytest.mark.parametrize('load', [
+    lambda path: _load_checkpoint(path),
+    lambda path: load_checkpoint(nn.Linear(1, 1), path),
+    lambda path: CheckpointLoader.load_checkpoint(path),
+], ids=['_load_checkpoint', 'load_checkpoint', 'CheckpointLoader'])
+def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch, payload_cls, refused, load):
     marker = tmp_path / 'pwned'
     path = str(tmp_path / 'malicious.pth')
     _save_malicious(path, payload_cls(marker))
@@ -435,10 +393,7 @@ def test_malicious_checkpoint_is_refused_on_resume(tmp_path):
     marker = tmp_path / 'pwned'
     path = str(tmp_path / 'malicious.pth')
     _save_malicious(path, _OsSystemPayload(marker))
-    runner, recorder = build_runner(tmp_path / 'work',
-                                    'malicious_resume',
-                                    2,
-                                    resume=True,
+    runner, recorder = build_runner(tmp_path / 'work', 'malicious_resume', 2, resume=True,
                                     load_from=path)
     with pytest.raises(checkpoint_safety.UnsafeCheckpointError) as info:
         runner.train()
@@ -488,8 +443,10 @@ def test_refusal_never_suggests_allow_listing_code_runners(tmp_path):
     assert 'builtins.eval can run code by itself' in message
     assert 'do not allow-list it' in message and 'add_safe_globals' not in message
     # a class of the user's own is still explained with the allow-list recipe
-    torch.save({'state_dict': OrderedDict(w=torch.zeros(1)), 'meta': UserConfig()},
-               tmp_path / 'user.pth')
+    torch.save({
+        'state_dict': OrderedDict(w=torch.zeros(1)),
+        'meta': UserConfig()
+    }, tmp_path / 'user.pth')
     with pytest.raises(checkpoint_safety.UnsafeCheckpointError) as info:
         _load_checkpoint(str(tmp_path / 'user.pth'))
     assert 'torch.serialization.add_safe_globals([UserConfig])' in str(info.value)

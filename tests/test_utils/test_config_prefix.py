@@ -11,9 +11,8 @@ import torch
 from mmengine.config import Config
 
 import mmadn  # noqa: F401  (enables the mmadn:: prefix)
-from mmadn.utils.config_prefix import config_root, resolve_config, shipped_configs
 from mmadn.models import build_model
-
+from mmadn.utils.config_prefix import config_root, resolve_config, shipped_configs
 from ..conftest import ROOT
 
 CONFIGS = osp.join(ROOT, 'configs')
@@ -31,8 +30,8 @@ def _as_dict(cfg):
 
 def test_every_shipped_config_resolves_to_its_file(tmp_path):
     shipped = shipped_configs()
-    expected = sorted(osp.relpath(p, CONFIGS)
-                      for p in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True))
+    expected = sorted(
+        osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True))
     assert shipped == expected and len(shipped) >= 25
     user = str(tmp_path / 'user_cfg.py')
     for rel in shipped:
@@ -43,7 +42,8 @@ def test_every_shipped_config_resolves_to_its_file(tmp_path):
 
 
 def test_detection_config_without_folder(tmp_path):
-    user = _user_config(tmp_path, 'mmadn::mask_rcnn_r50_adn_fpn_1x_coco.py', """
+    user = _user_config(
+        tmp_path, 'mmadn::mask_rcnn_r50_adn_fpn_1x_coco.py', """
         model = dict(backbone=dict(skip='TTFF'))
         train_dataloader = dict(batch_size=1)
         """)
@@ -64,13 +64,17 @@ def test_detection_config_without_folder(tmp_path):
 
 def test_classification_config_in_a_folder(tmp_path):
     # imagenet/resnet50_adn_8xb32_in1k.py has a relative base of its own (./resnet50_...)
-    user = _user_config(tmp_path, 'mmadn::imagenet/resnet50_adn_8xb32_in1k.py', """
+    user = _user_config(
+        tmp_path, 'mmadn::imagenet/resnet50_adn_8xb32_in1k.py', """
         model = dict(backbone=dict(depth=18, skip='TTTT'), head=dict(in_channels=512))
         """)
     cfg = Config.fromfile(user)
     direct = Config.fromfile(osp.join(CONFIGS, 'imagenet', 'resnet50_adn_8xb32_in1k.py'))
-    direct.merge_from_dict({'model.backbone.depth': 18, 'model.backbone.skip': 'TTTT',
-                            'model.head.in_channels': 512})
+    direct.merge_from_dict({
+        'model.backbone.depth': 18,
+        'model.backbone.skip': 'TTTT',
+        'model.head.in_channels': 512
+    })
     assert _as_dict(cfg) == _as_dict(direct)
     assert cfg.model.type == 'ImageClassifier' and cfg.default_scope == 'mmpretrain'
     assert cfg.custom_hooks[0].logit_kd.topk == 500
@@ -91,14 +95,15 @@ def test_unknown_config_names_the_path_and_close_matches(tmp_path):
     with pytest.raises(FileNotFoundError, match='path relative to configs/'):
         resolve_config('mmadn::../setup.py')
     # other packages' prefixes are left to mmengine
-    assert Config.fromfile(_user_config(
-        tmp_path, 'mmdet::_base_/default_runtime.py', name='mmdet_cfg.py')).default_scope == 'mmdet'
+    assert Config.fromfile(
+        _user_config(tmp_path, 'mmdet::_base_/default_runtime.py',
+                     name='mmdet_cfg.py')).default_scope == 'mmdet'
 
 
 def _fresh_python(code, cwd):
     """``code`` in a new interpreter started outside the repository."""
-    return subprocess.run([sys.executable, '-c', code], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    return subprocess.run([sys.executable, '-c', code], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
 def test_import_mmadn_suffices_and_custom_imports_alone_does_not(tmp_path):

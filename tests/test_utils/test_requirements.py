@@ -36,3 +36,17 @@ def test_pinned_stacks_satisfy_the_declared_ranges(pins):
         (spec, ) = pinned[pkg]
         (exact, ) = [s.version for s in spec if s.operator == '==']
         assert all(exact in s for s in declared[pkg]), (pins, pkg, exact)
+
+
+def test_lint_runs_the_same_tools_in_ci_and_in_pre_commit():
+    import re
+    tests = _read('tests.txt')
+    with open(osp.join(ROOT, '.pre-commit-config.yaml')) as f:
+        hooks = dict(
+            re.findall(r'github.com/\S+/(ruff-pre-commit|isort|yapf)\s+rev:\s*v?(\S+)', f.read()))
+    assert set(hooks) == {'ruff-pre-commit', 'isort', 'yapf'}
+    for hook, package in (('ruff-pre-commit', 'ruff'), ('isort', 'isort'), ('yapf', 'yapf')):
+        (spec, ) = tests[package]
+        assert [s.version for s in spec if s.operator == '=='] == [hooks[hook]], package
+    with open(osp.join(ROOT, '.ci', 'run')) as f:
+        assert 'bash tools/lint.sh\n' in f.read()

@@ -35,9 +35,10 @@ def parse_args(argv=None):
     p.add_argument('--out', required=True, help='the calibrated checkpoint to write')
     p.add_argument('--num-batches', type=int, default=32,
                    help='training batches run through each sub-network (default 32)')
-    p.add_argument('--skips', default='base',
-                   help="comma-separated sub-networks whose skip norms are calibrated "
-                        "(default 'base': all of them)")
+    p.add_argument(
+        '--skips', default='base',
+        help="comma-separated sub-networks whose skip norms are calibrated "
+        "(default 'base': all of them)")
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings')
     args = p.parse_args(argv)
     if args.num_batches < 1:
@@ -75,8 +76,9 @@ def main(argv=None) -> int:
         names = calibrate_skip_norms(backbone, batches(), skips)
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
-    meta = dict(meta, skip_norm_calibration=dict(num_batches=args.num_batches, skips=skips,
-                                                 source=osp.abspath(args.checkpoint)))
+    meta = dict(
+        meta, skip_norm_calibration=dict(num_batches=args.num_batches, skips=skips,
+                                         source=osp.abspath(args.checkpoint)))
     if osp.dirname(args.out):
         import os
         os.makedirs(osp.dirname(args.out), exist_ok=True)

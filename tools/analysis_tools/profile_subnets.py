@@ -19,33 +19,35 @@ import torch
 from mmengine.config import DictAction
 
 import mmadn  # noqa: F401
-from mmadn.analysis import (load_accuracy, plot_profile, profile_forward,
-                            profile_subnets, save_profile)
-from mmadn.models.layers.skip import resolve_skips
+from mmadn.analysis import (load_accuracy, plot_profile, profile_forward, profile_subnets,
+                            save_profile)
 from mmadn.engine.launch import load_config, non_negative_int, positive_int, skips_argument
 from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, build_model,
                           find_adn_backbone, load_strictly)
+from mmadn.models.layers.skip import resolve_skips
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Profile the sub-networks of an ADN model')
     parser.add_argument('config')
-    parser.add_argument('--checkpoint', help='weights to load (latency and GFLOPs do not '
-                        'depend on them; an architecture mismatch is reported)')
-    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
-                        help='input size; default 224 224 for classifiers, 800 1333 for '
-                        'detectors')
+    parser.add_argument(
+        '--checkpoint', help='weights to load (latency and GFLOPs do not '
+        'depend on them; an architecture mismatch is reported)')
+    parser.add_argument(
+        '--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
+        help='input size; default 224 224 for classifiers, 800 1333 for '
+        'detectors')
     parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='batch of the latency runs (GFLOPs are per image)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--skips', default='all', type=skips_argument,
                         help="'all' or e.g. FFFF,TTFF,TTTT")
     parser.add_argument('--repeats', type=positive_int, default=20, help='timed rounds')
-    parser.add_argument('--warmup', type=non_negative_int, default=3,
-                        help='untimed rounds first')
+    parser.add_argument('--warmup', type=non_negative_int, default=3, help='untimed rounds first')
     parser.add_argument('--no-latency', action='store_true', help='GFLOPs and params only')
-    parser.add_argument('--results', help='subnet_results.json of tools/test.py --skip: '
-                        'plot accuracy against GFLOPs')
+    parser.add_argument(
+        '--results', help='subnet_results.json of tools/test.py --skip: '
+        'plot accuracy against GFLOPs')
     parser.add_argument('--metric', help='metric of --results (default accuracy/top1 or '
                         'coco/bbox_mAP)')
     parser.add_argument('--out', help='output path stem (.json/.csv/.png are added)')
@@ -87,8 +89,10 @@ def ratio_table(rows, accuracy=None) -> str:
     for r in rows:
         line = [r['skip'], f"{r['gflops']:.3f}", f"{r['params_m']:.2f}"]
         if has_lat:
-            line += [f"{r['latency_ms']:.2f}", f"{r['gflops'] / ref['gflops']:.3f}",
-                     f"{r['latency_ms'] / ref['latency_ms']:.3f}"]
+            line += [
+                f"{r['latency_ms']:.2f}", f"{r['gflops'] / ref['gflops']:.3f}",
+                f"{r['latency_ms'] / ref['latency_ms']:.3f}"
+            ]
         if accuracy:
             line.append(f"{accuracy[r['skip']]:.4g}")
         body.append(line)
@@ -109,22 +113,22 @@ def main(argv=None):
         model = build_checked(cfg, args.checkpoint, args.device)
         backbone = find_adn_backbone(model, user=args.config)
         skips = resolve_skips(args.skips, backbone.num_skippable_stages)
-        accuracy, metric = (load_accuracy(args.results, args.metric) if args.results
-                            else (None, None))
+        accuracy, metric = (load_accuracy(args.results, args.metric) if args.results else
+                            (None, None))
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         _fail(str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) else str(err))
     is_cls = profile_forward(model)[1] == 'classifier'
     h, w = args.shape or ((224, 224) if is_cls else (800, 1333))
     inputs = torch.randn(args.batch_size, 3, h, w, device=args.device)
-    print(f'profiling {len(skips)} sub-networks of {osp.basename(args.config)} at '
-          f'{h}x{w}, batch {args.batch_size}, on {args.device}', flush=True)
-    rows = profile_subnets(model, inputs, skips, latency=not args.no_latency,
-                           warmup=args.warmup, repeats=args.repeats, progress=True)
+    print(
+        f'profiling {len(skips)} sub-networks of {osp.basename(args.config)} at '
+        f'{h}x{w}, batch {args.batch_size}, on {args.device}', flush=True)
+    rows = profile_subnets(model, inputs, skips, latency=not args.no_latency, warmup=args.warmup,
+                           repeats=args.repeats, progress=True)
     for row in rows:
         row['device'] = args.device
     stem = args.out or osp.join('work_dirs',
-                                'profile_' + osp.splitext(osp.basename(args.config))[0],
-                                'profile')
+                                'profile_' + osp.splitext(osp.basename(args.config))[0], 'profile')
     stem = osp.splitext(stem)[0] if stem.endswith(('.json', '.csv', '.png')) else stem
     save_profile(rows, stem + '.json')
     save_profile(rows, stem + '.csv')

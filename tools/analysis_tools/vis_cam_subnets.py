@@ -24,12 +24,11 @@ from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 
 import mmadn  # noqa: F401
-from mmadn.analysis.cam import (METHODS, class_names_of, load_image, model_task,
-                                plot_subnet_maps, resolve_blocks, subnet_maps)
-from mmadn.models import find_adn_backbone
-from mmadn.models.layers.skip import resolve_skips
+from mmadn.analysis.cam import (METHODS, class_names_of, load_image, model_task, plot_subnet_maps,
+                                resolve_blocks, subnet_maps)
 from mmadn.engine.launch import load_config
-from mmadn.models import build_model
+from mmadn.models import build_model, find_adn_backbone
+from mmadn.models.layers.skip import resolve_skips
 
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -46,13 +45,16 @@ def parse_args(argv=None):
                         help='1-based stage whose blocks are the columns (3: layer3)')
     parser.add_argument('--blocks', help='block names instead of --stage, e.g. '
                         'layer3.0,layer3.5')
-    parser.add_argument('--method', choices=METHODS,
-                        help='gradcam (classifiers, their default) or actnorm (activation '
-                        'norm; the only one for detectors)')
-    parser.add_argument('--target-class', help='class index or name that Grad-CAM explains '
-                        '(default: the first sub-network\'s prediction)')
-    parser.add_argument('--out', help='the figure (.png) for one image, or a folder; default '
-                        'work_dirs/vis_cam_subnets/<image name>_cam.png')
+    parser.add_argument(
+        '--method', choices=METHODS,
+        help='gradcam (classifiers, their default) or actnorm (activation '
+        'norm; the only one for detectors)')
+    parser.add_argument(
+        '--target-class', help='class index or name that Grad-CAM explains '
+        '(default: the first sub-network\'s prediction)')
+    parser.add_argument(
+        '--out', help='the figure (.png) for one image, or a folder; default '
+        'work_dirs/vis_cam_subnets/<image name>_cam.png')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda'")
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help="a detector's detections drawn (default 0.3)")
@@ -71,8 +73,7 @@ def _first_line(err: Exception) -> str:
 
 def list_images(path: str):
     if osp.isdir(path):
-        imgs = sorted(osp.join(path, f) for f in os.listdir(path)
-                      if f.lower().endswith(IMG_EXTS))
+        imgs = sorted(osp.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMG_EXTS))
         if not imgs:
             _fail(f'{path!r} holds no image ({", ".join(IMG_EXTS)})')
         return imgs

@@ -18,8 +18,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmadn  # noqa: F401
-from mmadn.deploy import (build_model, export_onnx, export_static, onnx_max_abs_diff,
-                          static_config)
+from mmadn.deploy import build_model, export_onnx, export_static, onnx_max_abs_diff
 from mmadn.models import find_adn_backbone
 
 
@@ -27,8 +26,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='an ADN config or an exported static config')
     parser.add_argument('checkpoint', help='its checkpoint')
-    parser.add_argument('--skip', help="the sub-network of an ADN model: 'TTFF', 'super' or "
-                        "'base' (default: the config's model.backbone.skip)")
+    parser.add_argument(
+        '--skip', help="the sub-network of an ADN model: 'TTFF', 'super' or "
+        "'base' (default: the config's model.backbone.skip)")
     parser.add_argument('--out', required=True, help='the .onnx file to write')
     parser.add_argument('--shape', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
                         help='input height and width (default 224 224)')
@@ -76,8 +76,7 @@ def main(argv=None):
           f'{", ".join(names)})')
     print(f'  max |onnxruntime - torch| = {diff:.3g}')
     if diff > args.atol:
-        print(f'error: onnxruntime differs from torch by more than {args.atol}',
-              file=sys.stderr)
+        print(f'error: onnxruntime differs from torch by more than {args.atol}', file=sys.stderr)
         return 1
     return 0
 

@@ -38,8 +38,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        result = export_subnet(args.config, args.checkpoint, args.skip, args.out,
-                               args.cfg_options)
+        result = export_subnet(args.config, args.checkpoint, args.skip, args.out, args.cfg_options)
     except (ValueError, NotImplementedError, TypeError) as err:
         raise SystemExit(f'error: {err}') from None
     skip, adaptive = result['skip'], result['adaptive_model']

@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     host = argv[1] if len(argv) > 1 else '127.0.0.1'
     script = argv[2] if len(argv) > 2 else 'tools/dist_train.sh'
     if port_in_use(port, host):
-        print(f'error: port {port} on {host} is already in use (another distributed run?); '
-              f'choose a free one with PORT=, e.g. PORT={port + 1} {script} ...',
-              file=sys.stderr)
+        print(
+            f'error: port {port} on {host} is already in use (another distributed run?); '
+            f'choose a free one with PORT=, e.g. PORT={port + 1} {script} ...', file=sys.stderr)
         return 1
     return 0
 

@@ -45,45 +45,47 @@ DET = 'Object Detection'
 SEG = 'Instance Segmentation'
 
 COLLECTIONS = OrderedDict([
-    ('ResNet-ADN', dict(tasks=(CLS, ), data='ImageNet-1k',
-                        architecture=['ResNet', 'Adaptive Depth', 'Skip-aware BatchNorm'],
-                        techniques=['SGD with Momentum', 'Weight Decay',
-                                    'Sub-path Specialization'])),
-    ('ResNet (ADN baselines)', dict(tasks=(CLS, ), data='ImageNet-1k',
-                                    architecture=['ResNet'],
-                                    techniques=['SGD with Momentum', 'Weight Decay'])),
-    ('MobileNetV2-ADN', dict(tasks=(CLS, ), data='ImageNet-1k',
-                             architecture=['MobileNetV2', 'Adaptive Depth',
-                                           'Skip-aware BatchNorm'],
-                             techniques=['SGD with Momentum', 'Weight Decay',
-                                         'Sub-path Specialization'])),
-    ('ViT-ADN', dict(tasks=(CLS, ), data='ImageNet-1k',
-                     architecture=['Vision Transformer', 'Adaptive Depth',
-                                   'Skip-aware LayerNorm'],
-                     techniques=['AdamW', 'Mixup', 'CutMix', 'Label Smoothing', 'EMA',
-                                 'Sub-path Specialization'])),
-    ('Swin-ADN', dict(tasks=(CLS, ), data='ImageNet-1k',
-                      architecture=['Swin Transformer', 'Adaptive Depth',
-                                    'Skip-aware LayerNorm'],
-                      techniques=['AdamW', 'Mixup', 'CutMix', 'Label Smoothing', 'EMA',
-                                  'Sub-path Specialization'])),
-    ('Faster R-CNN (ADN)', dict(tasks=(DET, ), data='COCO',
-                                architecture=['Faster R-CNN', 'FPN', 'ResNet',
-                                              'Adaptive Depth'],
-                                techniques=['SGD with Momentum', 'Weight Decay'])),
-    ('Mask R-CNN (ADN)', dict(tasks=(DET, SEG), data='COCO',
-                              architecture=['Mask R-CNN', 'FPN', 'ResNet', 'Adaptive Depth'],
-                              techniques=['SGD with Momentum', 'Weight Decay'])),
-    ('Mask R-CNN Swin (ADN)', dict(tasks=(DET, SEG), data='COCO',
-                                   architecture=['Mask R-CNN', 'FPN', 'Swin Transformer',
-                                                 'Adaptive Depth'],
-                                   techniques=['AdamW', 'Weight Decay',
-                                               'Sub-path Specialization'])),
+    ('ResNet-ADN',
+     dict(tasks=(CLS, ), data='ImageNet-1k',
+          architecture=['ResNet', 'Adaptive Depth', 'Skip-aware BatchNorm'],
+          techniques=['SGD with Momentum', 'Weight Decay', 'Sub-path Specialization'])),
+    ('ResNet (ADN baselines)',
+     dict(tasks=(CLS, ), data='ImageNet-1k', architecture=['ResNet'],
+          techniques=['SGD with Momentum', 'Weight Decay'])),
+    ('MobileNetV2-ADN',
+     dict(tasks=(CLS, ), data='ImageNet-1k',
+          architecture=['MobileNetV2', 'Adaptive Depth', 'Skip-aware BatchNorm'],
+          techniques=['SGD with Momentum', 'Weight Decay', 'Sub-path Specialization'])),
+    ('ViT-ADN',
+     dict(
+         tasks=(CLS, ), data='ImageNet-1k',
+         architecture=['Vision Transformer', 'Adaptive Depth', 'Skip-aware LayerNorm'], techniques=[
+             'AdamW', 'Mixup', 'CutMix', 'Label Smoothing', 'EMA', 'Sub-path Specialization'
+         ])),
+    ('Swin-ADN',
+     dict(
+         tasks=(CLS, ), data='ImageNet-1k',
+         architecture=['Swin Transformer', 'Adaptive Depth', 'Skip-aware LayerNorm'], techniques=[
+             'AdamW', 'Mixup', 'CutMix', 'Label Smoothing', 'EMA', 'Sub-path Specialization'
+         ])),
+    ('Faster R-CNN (ADN)',
+     dict(tasks=(DET, ), data='COCO',
+          architecture=['Faster R-CNN', 'FPN', 'ResNet',
+                        'Adaptive Depth'], techniques=['SGD with Momentum', 'Weight Decay'])),
+    ('Mask R-CNN (ADN)',
+     dict(tasks=(DET, SEG), data='COCO',
+          architecture=['Mask R-CNN', 'FPN', 'ResNet',
+                        'Adaptive Depth'], techniques=['SGD with Momentum', 'Weight Decay'])),
+    ('Mask R-CNN Swin (ADN)',
+     dict(tasks=(DET, SEG), data='COCO',
+          architecture=['Mask R-CNN', 'FPN', 'Swin Transformer', 'Adaptive Depth'],
+          techniques=['AdamW', 'Weight Decay', 'Sub-path Specialization'])),
 ])
 
-_DET_CONFIGS = [f'configs/{det}_rcnn_{arch}_fpn_1x_coco.py'
-                for det in ('faster', 'mask')
-                for arch in ('r50_adn', 'r50', 'r50-base', 'r101_adn', 'r101', 'r101-base')]
+_DET_CONFIGS = [
+    f'configs/{det}_rcnn_{arch}_fpn_1x_coco.py' for det in ('faster', 'mask')
+    for arch in ('r50_adn', 'r50', 'r50-base', 'r101_adn', 'r101', 'r101-base')
+]
 MODELS_TABLE: List[dict] = [
     dict(config='configs/imagenet/resnet50_adn_8xb32_in1k.py', collection='ResNet-ADN'),
     dict(config='configs/imagenet/resnet101_adn_8xb32_in1k.py', collection='ResNet-ADN'),
@@ -96,11 +98,10 @@ MODELS_TABLE: List[dict] = [
     dict(config='configs/imagenet/vit-base-p32_adn_4xb256_in1k.py', collection='ViT-ADN'),
     dict(config='configs/imagenet/swin-tiny_adn_16xb64_in1k.py', collection='Swin-ADN'),
 ] + [
-    dict(config=path, collection='Faster R-CNN (ADN)' if '/faster' in path else
-         'Mask R-CNN (ADN)') for path in _DET_CONFIGS
+    dict(config=path, collection='Faster R-CNN (ADN)' if '/faster' in path else 'Mask R-CNN (ADN)')
+    for path in _DET_CONFIGS
 ] + [
-    dict(config='configs/mask_rcnn_swin-t_adn_fpn_1x_coco.py',
-         collection='Mask R-CNN Swin (ADN)'),
+    dict(config='configs/mask_rcnn_swin-t_adn_fpn_1x_coco.py', collection='Mask R-CNN Swin (ADN)'),
 ]
 
 
@@ -149,8 +150,9 @@ def measure(cfg: Config, task: str, input_size=None, skips='all') -> dict:
             (skip, (m['gflops'], m['params_m']))
             for skip, m in subnet_complexity(part, backbone, x, todo, forward).items())
     else:
-        results = {None: (count_flops(part, x, forward) / 1e9,
-                          count_active_params(part, x, forward) / 1e6)}
+        results = {
+            None: (count_flops(part, x, forward) / 1e9, count_active_params(part, x, forward) / 1e6)
+        }
     return dict(scope=scope, input=f'{size[0]}x{size[1]}', results=results)
 
 
@@ -180,9 +182,9 @@ def model_entry(row: dict, cache: Dict[str, dict]) -> dict:
     meta['Measured'] = f"{m['scope']}, one {m['input']} image"
     if None not in results:
         meta['Sub-networks'] = [
-            OrderedDict([('Skip', skip), ('GFLOPs', round(f, 2)),
-                         ('Params (M)', round(p, 2))])
-            for skip, (f, p) in results.items()]
+            OrderedDict([('Skip', skip), ('GFLOPs', round(f, 2)), ('Params (M)', round(p, 2))])
+            for skip, (f, p) in results.items()
+        ]
     entry = OrderedDict()
     entry['Name'] = model_name(config)
     entry['In Collection'] = row['collection']
@@ -197,9 +199,9 @@ def collection_entry(name: str) -> dict:
     coll = COLLECTIONS[name]
     return OrderedDict([
         ('Name', name),
-        ('Metadata', OrderedDict([('Training Data', coll['data']),
-                                  ('Training Techniques', coll['techniques']),
-                                  ('Architecture', coll['architecture'])])),
+        ('Metadata',
+         OrderedDict([('Training Data', coll['data']), ('Training Techniques', coll['techniques']),
+                      ('Architecture', coll['architecture'])])),
         ('Paper', dict(PAPER)),  # a copy per collection: no YAML anchors
         ('README', 'README.md'),
     ])
@@ -209,8 +211,8 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Dumper.add_representer(
-    OrderedDict, lambda d, data: d.represent_mapping('tag:yaml.org,2002:map', data.items()))
+_Dumper.add_representer(OrderedDict,
+                        lambda d, data: d.represent_mapping('tag:yaml.org,2002:map', data.items()))
 
 
 def render(table: List[dict] = None) -> str:
@@ -222,8 +224,7 @@ def render(table: List[dict] = None) -> str:
     cache: Dict[str, dict] = {}
     models = [model_entry(row, cache) for row in table]
     used = [c for c in COLLECTIONS if any(r['collection'] == c for r in table)]
-    doc = OrderedDict([('Collections', [collection_entry(c) for c in used]),
-                       ('Models', models)])
+    doc = OrderedDict([('Collections', [collection_entry(c) for c in used]), ('Models', models)])
     return HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
 
 

@@ -22,14 +22,17 @@ from collections import OrderedDict
 import torch
 
 import mmadn  # noqa: F401  (checkpoint loading rules)
-from mmadn.models.backbones import ResNetADN
 from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, adn_backbone_meta,
                           load_checkpoint_file)
+from mmadn.models.backbones import ResNetADN
 from mmadn.utils.fileio import replace_atomically, temporary_path
 
 BLOCKS_TO_DEPTH = {
-    ((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
-    ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152,
+    ((2, 2, 2, 2), False): 18,
+    ((3, 4, 6, 3), False): 34,
+    ((3, 4, 6, 3), True): 50,
+    ((3, 4, 23, 3), True): 101,
+    ((3, 8, 36, 3), True): 152,
 }
 
 
@@ -37,8 +40,9 @@ def refuse_converted(obj, src) -> None:
     """An mmadn / mmengine checkpoint needs no conversion: say how to use it instead."""
     state = obj.get('state_dict') if isinstance(obj, dict) else None
     keys = list(state) if isinstance(state, dict) else []
-    if any(k.startswith(('backbone.', 'module.backbone.')) for k in keys) or (
-            isinstance(obj.get('meta'), dict) and 'mmengine_version' in obj['meta']):
+    if any(k.startswith(('backbone.', 'module.backbone.'))
+           for k in keys) or (isinstance(obj.get('meta'), dict)
+                              and 'mmengine_version' in obj['meta']):
         raise CheckpointMismatchError(
             f"{src} is already an mmadn (mmengine) checkpoint (keys such as {keys[0]!r}"
             f"{', written by training' if 'message_hub' in obj else ''}): it needs no "
@@ -53,8 +57,8 @@ def unwrap(obj):
             obj = obj[key]
     if not isinstance(obj, dict) or not obj:
         raise ValueError('expected a state dict (a mapping of names to tensors)')
-    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                       for k, v in obj.items())
+    return OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in obj.items())
 
 
 def detect_arch(state):
@@ -92,8 +96,8 @@ def convert(src, out_dir, name=None):
         classifier['head.fc.bias'] = state['fc.bias']
     name = name or f'resnet{depth}{"d" if avg_down else ""}_adn'
     os.makedirs(out_dir, exist_ok=True)
-    meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down,
-                had_skip_norms=has_skip, adn_backbone=adn_backbone_meta(model))
+    meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down, had_skip_norms=has_skip,
+                adn_backbone=adn_backbone_meta(model))
     paths = dict(classifier=osp.join(out_dir, f'{name}_in1k.pth'),
                  backbone=osp.join(out_dir, f'{name}_backbone.pth'))
     for kind, state_dict in (('classifier', classifier), ('backbone', backbone)):

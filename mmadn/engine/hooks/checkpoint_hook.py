@@ -102,16 +102,15 @@ class AtomicCheckpointHook(CheckpointHook):
         if self._is_local() and is_main_process():
             removed = remove_stale_temporaries(self.out_dir)
             if removed:
-                print_log(f'removed {len(removed)} partial checkpoint file(s) of an '
-                          f'interrupted write from {self.out_dir}: {removed}',
-                          logger='current')
+                print_log(
+                    f'removed {len(removed)} partial checkpoint file(s) of an '
+                    f'interrupted write from {self.out_dir}: {removed}', logger='current')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not self._is_local():
             return super()._save_checkpoint_with_step(runner, step, meta)
         outdated = None
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
-                                            and self.keep_ckpt_ids[-1] == step):
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 outdated = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)
@@ -121,14 +120,13 @@ class AtomicCheckpointHook(CheckpointHook):
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         with self._atomic(runner):
-            runner.save_checkpoint(
-                self.out_dir, filename, self.file_client_args,
-                save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler, meta=meta,
-                by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+            runner.save_checkpoint(self.out_dir, filename, self.file_client_args,
+                                   save_optimizer=self.save_optimizer,
+                                   save_param_scheduler=self.save_param_scheduler, meta=meta,
+                                   by_epoch=self.by_epoch, backend_args=self.backend_args,
+                                   **self.args)
             if is_main_process():
-                write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'),
-                                      self.last_ckpt)
+                write_text_atomically(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
                 if outdated is not None:  # only now that the new one is in place
                     path = self.file_backend.join_path(self.out_dir,
                                                        self.filename_tmpl.format(outdated))

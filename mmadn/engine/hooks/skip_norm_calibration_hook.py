@@ -6,9 +6,8 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from ...models.layers.calibration import (all_reduce_skip_norm_stats,
-                                          calibrate_skip_norms)
 from ...models.layers import find_adn_backbone
+from ...models.layers.calibration import all_reduce_skip_norm_stats, calibrate_skip_norms
 
 
 @HOOKS.register_module()
@@ -22,9 +21,10 @@ class SkipNormCalibrationHook(Hook):
     resumed run keeps the statistics of its checkpoint). Afterwards the statistics stay
     frozen like every other norm's: under frozen norms the weights are trained for the
     statistics in use, and recalibrating a trained detector changes the function it learned
-    (measured in the README's section on calibration). Only the skip norms' running means and variances change
-    (see :func:`~mmadn.models.layers.calibration.calibrate_skip_norms`); the random
-    generators are restored afterwards.
+    (the README's section on calibration has the measurements). Only the skip norms'
+    running means and variances change (see
+    :func:`~mmadn.models.layers.calibration.calibrate_skip_norms`); the random generators
+    are restored afterwards.
 
     Args:
         num_batches (int): training batches for the calibration. Default 16.
@@ -58,8 +58,9 @@ class SkipNormCalibrationHook(Hook):
             with model.backbone.skipping(skip):
                 pass
         if runner.iter > 0 or runner.epoch > 0:
-            print_log(f'SkipNormCalibrationHook: resumed at iteration {runner.iter}; the skip '
-                      'norms keep the statistics of the checkpoint', logger='current')
+            print_log(
+                f'SkipNormCalibrationHook: resumed at iteration {runner.iter}; the skip '
+                'norms keep the statistics of the checkpoint', logger='current')
             return
         # a loader of its own, so the training loader's order is not touched
         self._loader = runner.build_dataloader(runner.cfg.train_dataloader, seed=runner.seed)
@@ -86,5 +87,6 @@ class SkipNormCalibrationHook(Hook):
         names = calibrate_skip_norms(model.backbone, batches(), self.skips)
         all_reduce_skip_norm_stats(model.backbone, names)
         self.num_calibrations += 1
-        print_log(f'SkipNormCalibrationHook: calibrated {len(names)} skip norms on '
-                  f'{self.num_batches} batches through {list(self.skips)}', logger='current')
+        print_log(
+            f'SkipNormCalibrationHook: calibrated {len(names)} skip norms on '
+            f'{self.num_batches} batches through {list(self.skips)}', logger='current')

@@ -25,8 +25,8 @@ def list_checkpoints(folders: Sequence[str]) -> List[str]:
     return sorted(found, key=lambda p: found[p], reverse=True)
 
 
-def find_resume_checkpoint(folders: Sequence[str]) -> Tuple[Optional[str], List[str],
-                                                             Dict[str, str]]:
+def find_resume_checkpoint(
+        folders: Sequence[str]) -> Tuple[Optional[str], List[str], Dict[str, str]]:
     """The newest checkpoint of ``folders`` that loads as a training checkpoint.
 
     ``last_checkpoint`` (mmengine's pointer) is only a hint: a missing pointer, or one to a

@@ -8,7 +8,7 @@ import contextlib
 import csv
 import json
 import os.path as osp
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Sequence, Union
 
 import torch
 from mmengine.dist import is_main_process
@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop, ValLoop
+
 try:  # mmengine >= 0.10.5 also reports the validation / test losses of a loop
     from mmengine.runner.loops import _parse_losses
 except ImportError:  # older mmengine: its loops collect no losses, nothing to report
@@ -40,8 +41,7 @@ def metrics_table(rows: Dict[str, dict]) -> str:
     prefixes = {k.split('/', 1)[0] for k in keys if '/' in k}
     strip = len(prefixes) == 1
     header = ['skip'] + [k.split('/', 1)[1] if strip and '/' in k else k for k in keys]
-    body = [[skip] + [f'{m.get(k, float("nan")):.4g}' for k in keys]
-            for skip, m in rows.items()]
+    body = [[skip] + [f'{m.get(k, float("nan")):.4g}' for k in keys] for skip, m in rows.items()]
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     line = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
 
@@ -84,11 +84,12 @@ class _SubnetLoopMixin:
         inputs = batch['inputs']
         rows = profile_subnets(model, inputs, self.skips, repeats=self.profile_repeats)
         for row in rows:
-            self.results[row['skip']].update(
-                gflops=row['gflops'], params_m=row['params_m'], latency_ms=row['latency_ms'])
-        print_log(f"GFLOPs / params (M) / latency (ms, median of {self.profile_repeats}, "
-                  f"interleaved) of the {rows[0]['scope']}, input "
-                  f'{tuple(inputs.shape)}', logger='current')
+            self.results[row['skip']].update(gflops=row['gflops'], params_m=row['params_m'],
+                                             latency_ms=row['latency_ms'])
+        print_log(
+            f"GFLOPs / params (M) / latency (ms, median of {self.profile_repeats}, "
+            f"interleaved) of the {rows[0]['scope']}, input "
+            f'{tuple(inputs.shape)}', logger='current')
 
     @contextlib.contextmanager
     def _dump_per_subnet(self, name: str):

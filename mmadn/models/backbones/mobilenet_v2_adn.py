@@ -16,8 +16,8 @@ from mmpretrain.models.backbones.mobilenet_v2 import MobileNetV2
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from ..layers.skip import SkipTuple, default_num_shared_blocks
 from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip import SkipTuple, default_num_shared_blocks
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
                                  make_skip_aware)
 
@@ -109,9 +109,10 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
 
     def skippable_blocks(self) -> List[str]:
         """Names of the skippable blocks: ``['layer2.1', 'layer3.2', 'layer4.2', ...]``."""
-        return [f'{name}.{idx}' for name in self.skippable_stages
-                for idx in range(getattr(self, name).num_shared_blocks,
-                                 len(getattr(self, name)))]
+        return [
+            f'{name}.{idx}' for name in self.skippable_stages
+            for idx in range(getattr(self, name).num_shared_blocks, len(getattr(self, name)))
+        ]
 
     def stage_modules(self) -> List[torch.nn.Module]:
         """The skippable stages, whose outputs are the distilled stage features."""

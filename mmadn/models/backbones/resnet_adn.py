@@ -10,17 +10,17 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.model import constant_init
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.model import constant_init
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.torch_compat import register_load_state_dict_pre_hook
-from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
 from ..layers.adaptive_depth import AdaptiveDepthMixin, CheckpointMismatchError
+from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
 from ..layers.skip_aware import SkipAwareNormMixin
 
 
@@ -83,8 +83,7 @@ class ADNResLayer(ResLayer):
     same norms whether or not the stage skips (the "without skip-aware BN" ablation).
     """
 
-    def __init__(self, *args, num_shared_blocks: int, skip_aware_norms: bool = True,
-                 **kwargs):
+    def __init__(self, *args, num_shared_blocks: int, skip_aware_norms: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_shared_blocks = num_shared_blocks
         self.skip_subpath = False  # True: only the shared blocks run
@@ -139,13 +138,8 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         152: (ADNBottleneck, (3, 8, 36, 3)),
     }
 
-    def __init__(self,
-                 depth: int,
-                 num_shared_blocks: Optional[Sequence[int]] = None,
-                 skip='super',
-                 norm_eval: bool = False,
-                 num_stages: int = 4,
-                 skip_aware_norms: bool = True,
+    def __init__(self, depth: int, num_shared_blocks: Optional[Sequence[int]] = None, skip='super',
+                 norm_eval: bool = False, num_stages: int = 4, skip_aware_norms: bool = True,
                  **kwargs):
         if depth not in self.arch_settings:
             raise ValueError(f'depth={depth!r}: expected one of '
@@ -199,8 +193,10 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
 
     def skippable_blocks(self) -> List[str]:
         """Names of the skippable blocks, e.g. ``['layer1.2', 'layer2.2', ...]``."""
-        return [f'{name}.{idx}' for name, k in zip(self.res_layers, self.num_shared_blocks)
-                for idx in range(k, len(getattr(self, name)))]
+        return [
+            f'{name}.{idx}' for name, k in zip(self.res_layers, self.num_shared_blocks)
+            for idx in range(k, len(getattr(self, name)))
+        ]
 
     def stage_modules(self) -> List[torch.nn.Module]:
         """The modules whose outputs are the stage features distilled during training."""
@@ -222,8 +218,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
         the ADN ones are dropped, and so is ``init_cfg`` (the exported checkpoint holds
         every weight).
         """
-        static = {k: v for k, v in dict(cfg).items()
-                  if k not in self._ADN_ONLY_ARGS + ('type', )}
+        static = {k: v for k, v in dict(cfg).items() if k not in self._ADN_ONLY_ARGS + ('type', )}
         scope = str(cfg.get('type', '')).rpartition('.')[0]
         static.update(type=f'{scope}.StageResNet' if scope else 'StageResNet',
                       stage_blocks=self.static_stage_blocks(skip), norm_eval=self.norm_eval,
@@ -281,8 +276,8 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
     def own_split(self) -> Optional[str]:
         return f'num_shared_blocks={tuple(self.num_shared_blocks)}'
 
-    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
-                       *args, **kwargs):
+    def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str, *args,
+                       **kwargs):
         self._check_checkpoint_arch(state_dict, prefix)
         self._fill_missing_skip_norms(state_dict, prefix)
 

@@ -17,8 +17,8 @@ from mmpretrain.models.backbones.swin_transformer import (SwinBlock, SwinBlockSe
                                                           SwinTransformer)
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..layers.skip import SkipTuple, default_num_shared_blocks
 from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip import SkipTuple, default_num_shared_blocks
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
                                  make_skip_aware)
 from .vit_adn import TokenFeatureMap
@@ -66,8 +66,8 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
     partner.
     """
 
-    def __init__(self, skip='super', with_cp: bool = False,
-                 out_after_downsample: bool = False, **kwargs):
+    def __init__(self, skip='super', with_cp: bool = False, out_after_downsample: bool = False,
+                 **kwargs):
         if with_cp:
             raise ValueError('with_cp=True: SwinTransformerADN does not support activation '
                              'checkpointing (a block recomputed in backward would use the '
@@ -108,8 +108,10 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
     def skippable_blocks(self) -> List[str]:
         """Names of the skippable blocks: ``['stages.0.blocks.1', 'stages.1.blocks.1',
         'stages.2.blocks.3', ...]`` for Swin-T."""
-        return [f'stages.{i}.blocks.{j}' for i, stage in enumerate(self.stages)
-                for j in range(stage.num_shared_blocks, len(stage.blocks))]
+        return [
+            f'stages.{i}.blocks.{j}' for i, stage in enumerate(self.stages)
+            for j in range(stage.num_shared_blocks, len(stage.blocks))
+        ]
 
     def stage_modules(self) -> List[torch.nn.Module]:
         """Each stage's :class:`TokenFeatureMap`: its output is the stage output

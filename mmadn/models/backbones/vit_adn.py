@@ -16,8 +16,8 @@ from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLa
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from ..layers.skip import SkipTuple
 from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.skip import SkipTuple
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
                                  make_skip_aware)
 

@@ -7,8 +7,8 @@ import torch
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 
-from ..layers.skip import check_skip_form, format_skip, skips_as_tuples
 from ..layers import find_adn_backbone
+from ..layers.skip import check_skip_form, format_skip, skips_as_tuples
 from .recorder import OutputRecorder
 
 FEATURE_SOURCES = ('stages', 'backbone', 'neck')
@@ -68,15 +68,11 @@ class SubPathDistiller:
         super_skip / base_skip: the two sub-networks trained. Defaults 'super' / 'base'.
     """
 
-    def __init__(self,
-                 alpha: float = 0.5,
-                 features: str = 'stages',
+    def __init__(self, alpha: float = 0.5, features: str = 'stages',
                  feat_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='spatial'),
                  logit_kd: Optional[dict] = dict(type='SubPathKDLoss', mode='pooled'),
-                 level_reduction: str = 'sum',
-                 base_task_loss: bool = False,
-                 kd_warmup_iters: int = 0,
-                 super_skip: Union[str, Sequence[bool]] = 'super',
+                 level_reduction: str = 'sum', base_task_loss: bool = False,
+                 kd_warmup_iters: int = 0, super_skip: Union[str, Sequence[bool]] = 'super',
                  base_skip: Union[str, Sequence[bool]] = 'base'):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
                 or not 0.0 <= alpha <= 1.0:
@@ -124,8 +120,9 @@ class SubPathDistiller:
                 rec.watch('feat', model.neck)
         self.use_logits = self.logit_kd is not None and hasattr(model, 'head')
         if self.logit_kd is not None and not self.use_logits:
-            print_log('SubPathSpecializationHook: the model has no classification `head`; '
-                      'logit KD is off', logger='current')
+            print_log(
+                'SubPathSpecializationHook: the model has no classification `head`; '
+                'logit KD is off', logger='current')
         if self.use_logits:
             rec.watch('logits', model.head)
         if self.feat_kd is None and not self.use_logits and not self.base_task_loss:
@@ -156,8 +153,7 @@ class SubPathDistiller:
                 self.recorder.recording() as rec:
             losses_super = loss_fn(inputs, data_samples)
         teacher = {k: [t.detach() for t in v] for k, v in rec.items()}
-        losses = {k: _scale(v, self.alpha) if 'loss' in k else v
-                  for k, v in losses_super.items()}
+        losses = {k: _scale(v, self.alpha) if 'loss' in k else v for k, v in losses_super.items()}
         return losses, teacher
 
     def base_pass(self, loss_fn: Callable, inputs, data_samples, teacher: Teacher,
@@ -176,8 +172,10 @@ class SubPathDistiller:
                         model.head(feats)
                 else:
                     model.backbone(inputs)
-        losses = {f'base_{k}': _scale(v, 1.0 - self.alpha) if 'loss' in k else v
-                  for k, v in losses_base.items()}
+        losses = {
+            f'base_{k}': _scale(v, 1.0 - self.alpha) if 'loss' in k else v
+            for k, v in losses_base.items()
+        }
         w = self.kd_weight(cur_iter)
         if self.feat_kd is not None:
             keys = sorted(k for k in teacher if k.startswith('feat'))

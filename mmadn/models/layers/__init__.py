@@ -5,6 +5,6 @@ from .skip_aware import SKIP_SUFFIX, SkipAwareNormMixin
 
 __all__ = [
     'parse_skip', 'format_skip', 'enumerate_skips', 'default_num_shared_blocks',
-    'SkipAwareNormMixin', 'AdaptiveDepthMixin', 'CheckpointMismatchError',
-    'find_adn_backbone', 'SKIP_SUFFIX', 'calibrate_skip_norms'
+    'SkipAwareNormMixin', 'AdaptiveDepthMixin', 'CheckpointMismatchError', 'find_adn_backbone',
+    'SKIP_SUFFIX', 'calibrate_skip_norms'
 ]

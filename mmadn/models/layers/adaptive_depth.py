@@ -85,8 +85,8 @@ class AdaptiveDepthMixin:
         each skip norm a copy of its partner (see :meth:`_fill_missing_skip_norms`)."""
         register_load_state_dict_pre_hook(self, self._skip_norm_load_pre_hook)
 
-    def _skip_norm_load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor],
-                                 prefix: str, *args, **kwargs) -> None:
+    def _skip_norm_load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str,
+                                 *args, **kwargs) -> None:
         self._fill_missing_skip_norms(state_dict, prefix)
 
     def _copy_skip_norms_unless_pretrained(self) -> None:
@@ -106,21 +106,21 @@ class AdaptiveDepthMixin:
         norms of the wrong blocks and give wrong sub-network outputs.
         """
         pairs = self.skip_norm_pairs()
-        modules = {k[len(prefix):].rpartition('.')[0] for k in state_dict
-                   if k.startswith(prefix)}
+        modules = {k[len(prefix):].rpartition('.')[0] for k in state_dict if k.startswith(prefix)}
         in_ckpt = {m for m in modules if m.rpartition('.')[2].endswith(SKIP_SUFFIX)}
         if in_ckpt and not pairs:
             # skip-aware norms switched off here: one norm set serves every depth, so the
             # checkpoint's skip norms have no module to go to and are left out
-            dropped = [k for k in list(state_dict)
-                       if k.startswith(prefix) and k[len(prefix):].rpartition('.')[0] in in_ckpt]
+            dropped = [
+                k for k in list(state_dict)
+                if k.startswith(prefix) and k[len(prefix):].rpartition('.')[0] in in_ckpt
+            ]
             for k in dropped:
                 del state_dict[k]
             print_log(
                 f'{type(self).__name__}: built without skip-aware norms; the checkpoint\'s '
                 f'{len(in_ckpt)} skip norms ({sorted(in_ckpt)[0]}, ...) are not loaded and '
-                'every depth uses the shared norms.',
-                logger='current')
+                'every depth uses the shared norms.', logger='current')
             return
         if in_ckpt:
             own = {s for s, _ in pairs}
@@ -144,8 +144,7 @@ class AdaptiveDepthMixin:
             print_log(
                 f'{type(self).__name__}: the checkpoint has no skip-aware norms; '
                 f'{len(copied)} of them ({copied[0]}, ...) start as copies of their '
-                'partners (e.g. bn1_skip <- bn1).',
-                logger='current')
+                'partners (e.g. bn1_skip <- bn1).', logger='current')
 
     def split_of_skip_norms(self, skip_norms: List[str]) -> Optional[str]:
         """The split (e.g. ``'num_shared_blocks=(1, 2, 3, 1)'``) that the given skip-norm

@@ -19,8 +19,10 @@ from .skip import SkipLike, parse_skip
 def _skip_batch_norms(backbone) -> Dict[str, _BatchNorm]:
     modules = dict(backbone.named_modules())
     norms = {s: modules[s] for s, _ in backbone.skip_norm_pairs()}
-    return {name: m for name, m in norms.items()
-            if isinstance(m, _BatchNorm) and m.track_running_stats}
+    return {
+        name: m
+        for name, m in norms.items() if isinstance(m, _BatchNorm) and m.track_running_stats
+    }
 
 
 @contextlib.contextmanager
@@ -40,9 +42,8 @@ def _preserved_rng():
 
 
 @torch.no_grad()
-def calibrate_skip_norms(backbone,
-                         batches: Iterable[torch.Tensor],
-                         skips: Sequence[SkipLike] = ('base', )) -> List[str]:
+def calibrate_skip_norms(
+    backbone, batches: Iterable[torch.Tensor], skips: Sequence[SkipLike] = ('base', )) -> List[str]:
     """Re-estimate the running statistics of the skip norms used by ``skips``.
 
     Every batch is run through the backbone once per skip in ``skips``. A skip norm used by
@@ -73,12 +74,14 @@ def calibrate_skip_norms(backbone,
     seen: Dict[str, bool] = {}
 
     def first_use(name):
+
         def hook(module, _inputs):
             if name not in seen:
                 seen[name] = True
                 module.reset_running_stats()
                 module.momentum = None
                 module.train()
+
         return hook
 
     handles = [m.register_forward_pre_hook(first_use(n)) for n, m in norms.items()]

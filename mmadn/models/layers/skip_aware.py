@@ -38,8 +38,7 @@ class SkipAwareNormMixin:
         """``[('bn1_skip', 'bn1'), ...]`` for a skip-aware block, else ``[]``."""
         if not self.skip_aware:
             return []
-        return [(getattr(self, a) + SKIP_SUFFIX, getattr(self, a))
-                for a in self.norm_name_attrs]
+        return [(getattr(self, a) + SKIP_SUFFIX, getattr(self, a)) for a in self.norm_name_attrs]
 
     def set_use_skip_norms(self, flag: bool) -> None:
         flag = bool(flag) and self.skip_aware

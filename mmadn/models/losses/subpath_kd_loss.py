@@ -27,10 +27,7 @@ class SubPathKDLoss(nn.Module):
         loss_weight (float): multiplies the loss. Default 1.0.
     """
 
-    def __init__(self,
-                 mode: str = 'spatial',
-                 temperature: float = 1.0,
-                 topk: Optional[int] = None,
+    def __init__(self, mode: str = 'spatial', temperature: float = 1.0, topk: Optional[int] = None,
                  loss_weight: float = 1.0):
         super().__init__()
         if mode not in MODES:
