@@ -4,8 +4,8 @@
 _base_ = ['./resnet50_8xb32_in1k.py']
 custom_imports = dict(imports=['mmadn'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(type='StageResNet', stage_blocks=(2, 2, 3, 2),
-                  norm_eval=False))  # mmdet's ResNet, underneath, defaults to norm_eval=True
+# mmpretrain's registry builds mmpretrain's ResNet underneath (its defaults: norm_eval=False,
+# out_indices=(3, ))
+model = dict(backbone=dict(type='StageResNet', stage_blocks=(2, 2, 3, 2)))
 # checkpoints written atomically, with the ADN layout in their meta (mmadn)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -90,8 +90,8 @@ def model_task(model: nn.Module) -> str:
 
 def stage_blocks(backbone: nn.Module) -> List[List[Tuple[str, bool]]]:
     """Per stage, ``(block name, skippable)`` of a ``ResNetADN`` backbone."""
-    from ..models.backbones.resnet_adn import ResNetADN
-    if not isinstance(backbone, ResNetADN):
+    from ..models.backbones.resnet_adn import ResNetADNMixin  # mmdet's or mmpretrain's
+    if not isinstance(backbone, ResNetADNMixin):
         raise TypeError(f'the backbone is a {type(backbone).__name__}: per-block maps are '
                         'drawn for ResNetADN backbones (blocks with (N, C, H, W) outputs)')
     return [[(f'{name}.{i}', i >= k) for i in range(len(getattr(backbone, name)))]

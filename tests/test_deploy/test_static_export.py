@@ -34,7 +34,7 @@ def test_static_cfg_keeps_resnet_arguments_and_drops_adn_ones():
     adn = MMDET_MODELS.build(cfg)
     static = adn.static_cfg(cfg)  # the active skip: TTTT
     assert static == dict(type='mmdet.StageResNet', depth=50, stage_blocks=(1, 2, 3, 2),
-                          out_indices=(1, 3), frozen_stages=1, avg_down=True, norm_eval=False,
+                          out_indices=(1, 3), frozen_stages=1, avg_down=True, norm_eval=True,
                           init_cfg=None)
     assert adn.static_cfg(cfg, 'FTFF')['stage_blocks'] == (3, 2, 6, 3)
 

@@ -7,12 +7,13 @@ from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.analysis import FlopAnalyzer
 from mmengine.logging import MMLogger
+from mmpretrain.models.backbones import ResNet as MMPretrainResNet
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmadn  # noqa: F401
-from mmadn.models.backbones import ResNetADN
+from mmadn.models.backbones import ResNetADN, mmpretrain_resnet
 from mmadn.models.layers import enumerate_skips, format_skip, parse_skip
 
 
@@ -76,18 +77,51 @@ def test_num_shared_blocks_override_and_errors():
     assert m.skippable_blocks()[:3] == ['layer1.1', 'layer1.2', 'layer2.3']
     with pytest.raises(ValueError, match=r'num_shared_blocks=\(3, 2, 3, 2\).*1\.\.2, 1\.\.3'):
         ResNetADN(depth=50, num_shared_blocks=(3, 2, 3, 2))
-    with pytest.raises(ValueError, match='depth=42'):
+    with pytest.raises(KeyError, match='invalid depth 42'):  # as mmdet's ResNet(42)
         ResNetADN(depth=42)
     with pytest.raises(ValueError, match="skip='TTXF'"):
         ResNetADN(depth=18, skip='TTXF')
 
 
-def test_registered_in_both_registries_and_cfg_string_skip():
+def test_each_registry_builds_the_adn_of_its_own_resnet_with_its_defaults():
     a = MMDET_MODELS.build(dict(type='ResNetADN', depth=18, skip='TTFF'))
     b = MMPRETRAIN_MODELS.build(dict(type='ResNetADN', depth=18, skip=[True, False, True, True]))
-    assert type(a) is type(b) is ResNetADN
+    assert type(a) is ResNetADN and isinstance(a, ResNet)
+    assert type(b) is mmpretrain_resnet.ResNetADN and isinstance(b, MMPretrainResNet)
+    # one name in configs, messages and the checkpoint meta
+    assert type(a).__name__ == type(b).__name__ == 'ResNetADN'
+    assert (a.norm_eval, a.out_indices) == (True, (0, 1, 2, 3))  # mmdet's defaults
+    assert (b.norm_eval, b.out_indices) == (False, (3, ))  # mmpretrain's
     assert a.skip == (True, True, False, False) and a.skip_str == 'TTFF'
     assert b.skip_str == 'TFTT'
+
+
+@pytest.mark.parametrize('src, dst', [(ResNetADN, mmpretrain_resnet.ResNetADN),
+                                      (mmpretrain_resnet.ResNetADN, ResNetADN)],
+                         ids=['mmdet-to-mmpretrain', 'mmpretrain-to-mmdet'])
+def test_deep_stem_and_avg_down_checkpoints_load_across_the_two_layouts(src, dst, capsys):
+    """mmdet's and mmpretrain's ResNets name the deep stem and the average-pool downsample
+    differently; a checkpoint of either loads into the other and computes the same."""
+    kw = dict(depth=50, stem_channels=16, base_channels=8, deep_stem=True, avg_down=True,
+              out_indices=(0, 1, 2, 3))
+    torch.manual_seed(0)
+    a = src(**kw)
+    a.init_weights()
+    with torch.no_grad():
+        for m in a.modules():
+            if isinstance(m, _BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.weight.uniform_(0.5, 1.5)
+    b = dst(**kw)
+    assert set(b.state_dict()) != set(a.state_dict())
+    MMLogger.get_instance(f'mmadn_test_layouts_{dst.__module__}')  # writes to this capsys
+    b.load_state_dict(a.state_dict(), strict=True)
+    assert 'stem, layer1.0.downsample in the layout of the other' in capsys.readouterr().out
+    a.eval(), b.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for u, v in zip(a(x), b(x)):
+            assert torch.equal(u, v)
 
 
 # -- numbers: FLOPs and equality with mmdet's ResNet ------------------------------------------
@@ -223,8 +257,8 @@ def test_skipping_changes_outputs_and_zero_init_blocks_are_identity():
 
 def test_with_cp_gives_the_same_gradients_and_statistics_across_two_passes():
     torch.manual_seed(0)
-    ref = _tiny().train()
-    cp = _tiny(with_cp=True).train()
+    ref = _tiny(norm_eval=False).train()
+    cp = _tiny(with_cp=True, norm_eval=False).train()
     cp.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     for m in (ref, cp):

@@ -57,7 +57,7 @@ def test_without_skip_aware_norms_shares_norms_across_subnets(skip):
 
 
 def test_without_skip_aware_norms_trains_one_norm_set():
-    model = ResNetADN(depth=18, skip_aware_norms=False, out_indices=(3, )).train()
+    model = ResNetADN(depth=18, skip_aware_norms=False, out_indices=(3, ), norm_eval=False).train()
     before = model.layer2[0].bn1.running_mean.clone()
     with model.skipping('base'):
         model(torch.randn(4, 3, 64, 64))

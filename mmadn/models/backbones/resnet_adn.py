@@ -1,82 +1,41 @@
-"""ResNet with adaptive depth (ADN): a small change on top of mmdet's ResNet.
+"""ResNet with adaptive depth (ADN): a small change on top of a ResNet of mmdet or mmpretrain.
 
 Each stage is split into shared blocks (always run) and skippable blocks (the specialized
 sub-path). Shared blocks own skip-aware norms (``bn1`` + ``bn1_skip`` ...), used while
 their stage skips. The stem and the downsample norms are not duplicated.
+
+The ADN part is written once, as mixins on the upstream block, stage and backbone classes.
+This module applies them to mmdet's ResNet (``ResNetADN`` in mmdet's registry);
+:mod:`.mmpretrain_resnet` applies them to mmpretrain's (``ResNetADN`` in mmpretrain's
+registry). Each takes its upstream class's arguments, positions and defaults.
 """
-import contextlib
 import itertools
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmengine.model import constant_init
-from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
+from mmdet.registry import MODELS
+from mmengine.logging import print_log
 
 from ...utils.torch_compat import register_load_state_dict_pre_hook
-from ..layers.adaptive_depth import AdaptiveDepthMixin, CheckpointMismatchError
-from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks, parse_skip
+from ..layers.adaptive_depth import AdaptiveDepthMixin, CheckpointMismatchError, adn_signature
+from ..layers.checkpointing import CheckpointedBlockMixin
+from ..layers.skip import SkipLike, SkipTuple, parse_skip, resolve_num_shared_blocks
 from ..layers.skip_aware import SkipAwareNormMixin
 
 
-class _ADNBlockMixin(SkipAwareNormMixin):
-    """Skip-aware norms plus non-reentrant checkpointing (``with_cp``).
+class ADNBlockMixin(CheckpointedBlockMixin, SkipAwareNormMixin):
+    """A residual block with skip-aware norms (added by :meth:`add_skip_norms` to the shared
+    blocks) and non-reentrant ``with_cp`` that replays the norm set in backward."""
 
-    mmdet's blocks checkpoint with the reentrant implementation, which breaks two passes in
-    one DDP step; here the whole block is checkpointed non-reentrantly, and the norm set in
-    use at forward time is replayed when the block is recomputed in backward. The
-    recomputation leaves the BatchNorm running statistics alone (they are updated once, by
-    the forward), so they do not depend on when the backward runs.
-    """
-
-    def __init__(self, *args, with_cp: bool = False, **kwargs):
-        super().__init__(*args, with_cp=False, **kwargs)
-        self.adn_with_cp = with_cp
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._init_skip_aware()
 
-    def forward(self, x):
-        if self.adn_with_cp and x.requires_grad:
-            return checkpoint(self._forward_with_norm_set, x, self.use_skip_norms,
-                              use_reentrant=False, context_fn=self._checkpoint_contexts)
-        return super().forward(x)
 
-    def _checkpoint_contexts(self):
-        return contextlib.nullcontext(), self._frozen_running_stats()
-
-    @contextlib.contextmanager
-    def _frozen_running_stats(self):
-        """The recomputation runs as the forward did; its running-statistics update is
-        undone."""
-        stats = [(buf, buf.clone()) for m in self.modules()
-                 if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
-                 for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
-                 if buf is not None]
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for buf, value in stats:
-                    buf.copy_(value)
-
-    def _forward_with_norm_set(self, x, use_skip_norms: bool):
-        with self._norm_set(use_skip_norms):
-            return super().forward(x)
-
-
-class ADNBasicBlock(_ADNBlockMixin, BasicBlock):
-    norm_name_attrs = ('norm1_name', 'norm2_name')
-
-
-class ADNBottleneck(_ADNBlockMixin, Bottleneck):
-    norm_name_attrs = ('norm1_name', 'norm2_name', 'norm3_name')
-
-
-class ADNResLayer(ResLayer):
+class ADNResLayerMixin:
     """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped.
 
     With ``skip_aware_norms=False`` the shared blocks get no ``*_skip`` norms and use the
@@ -104,79 +63,37 @@ class ADNResLayer(ResLayer):
         return x
 
 
-class ResNetADN(AdaptiveDepthMixin, ResNet):
-    """ResNet with skippable sub-paths and skip-aware BatchNorm (Adaptive Depth Networks).
+class ResNetADNMixin(AdaptiveDepthMixin):
+    """The ADN part of a ResNet-ADN, on top of an upstream ResNet class.
 
-    Accepts every argument of mmdet's :class:`~mmdet.models.backbones.ResNet` plus the ones
-    below. One flag per stage says whether that stage skips its skippable blocks;
-    ``model.backbone.set_skip('TTFF')`` or ``with backbone.skipping('base'): ...`` switch
-    the depth at run time. ``avg_down=True`` gives the authors' 'd' variant (average-pool
-    downsample; add ``deep_stem=True`` for mmdet's ResNetV1d).
-
-    Args:
-        depth (int): 18, 34, 50, 101 or 152.
-        num_shared_blocks (Sequence[int], optional): shared (never skipped) blocks per
-            stage; each must be in ``[1, blocks - 1]``. Default: the authors' rule
-            ``min(blocks - 1, (blocks + 1) // 2)``, e.g. (2, 2, 3, 2) for ResNet-50.
-        skip (str | Sequence[bool]): the sub-network to start with: ``'TTFF'``, a list of
-            bools, ``'super'`` (default, all blocks) or ``'base'`` (all skippable blocks
-            skipped).
-        norm_eval (bool): keep norms in eval mode while training. Default False (the
-            classification setting); detection configs set it to True.
-        with_cp (bool): non-reentrant activation checkpointing of each block.
-        skip_aware_norms (bool): give the shared blocks skip-aware norms (``bn1_skip`` ...).
-            Default True (ADN). False builds the paper's ablation "without skip-aware BN":
-            no ``*_skip`` modules, the shared blocks use one set of norms for every
-            sub-network (a checkpoint holding ``*_skip`` keys then has unexpected keys).
+    ``__init__`` takes the upstream arguments as they are (positions, defaults, errors and
+    attributes stay the upstream's) and the ADN arguments, keyword-only. A subclass names the
+    ADN classes of the upstream blocks (``adn_blocks``) and of its stage (``adn_res_layer``).
     """
 
-    arch_settings = {
-        18: (ADNBasicBlock, (2, 2, 2, 2)),
-        34: (ADNBasicBlock, (3, 4, 6, 3)),
-        50: (ADNBottleneck, (3, 4, 6, 3)),
-        101: (ADNBottleneck, (3, 4, 23, 3)),
-        152: (ADNBottleneck, (3, 8, 36, 3)),
-    }
+    adn_blocks: Dict[type, type]  # upstream block class -> its ADN class
+    adn_res_layer: type
 
-    def __init__(self, depth: int, num_shared_blocks: Optional[Sequence[int]] = None, skip='super',
-                 norm_eval: bool = False, num_stages: int = 4, skip_aware_norms: bool = True,
-                 **kwargs):
-        if depth not in self.arch_settings:
-            raise ValueError(f'depth={depth!r}: expected one of '
-                             f'{sorted(self.arch_settings)}')
-        stage_blocks = self.arch_settings[depth][1][:num_stages]
-        # read by make_res_layer while the parent builds the stages
-        object.__setattr__(self, '_pending_num_shared',
-                           self._resolve_num_shared(num_shared_blocks, stage_blocks, depth))
-        self.__dict__['skip_aware_norms'] = bool(skip_aware_norms)
-        super().__init__(depth, num_stages=num_stages, norm_eval=norm_eval, **kwargs)
-        # mmdet zero-inits the residual norms only under its default init_cfg
-        self._default_init = kwargs.get('init_cfg') is None and kwargs.get('pretrained') is None
-        self.num_shared_blocks = self.__dict__.pop('_pending_num_shared')
+    def __init__(self, *args, num_shared_blocks=None, skip: SkipLike = 'super',
+                 skip_aware_norms: bool = True, **kwargs):
+        # read by make_res_layer while the upstream class builds the stages
+        self.__dict__.update(_adn_num_shared=num_shared_blocks,
+                             skip_aware_norms=bool(skip_aware_norms))
+        super().__init__(*args, **kwargs)
+        self.num_shared_blocks = self.__dict__.pop('_adn_num_shared')
         self.num_skippable_stages = len(self.res_layers)
         self.set_skip(skip)
         register_load_state_dict_pre_hook(self, self._load_pre_hook)
 
-    @staticmethod
-    def _resolve_num_shared(num_shared, stage_blocks, depth) -> Tuple[int, ...]:
-        if num_shared is None:
-            return tuple(default_num_shared_blocks(n) for n in stage_blocks)
-        ok = isinstance(num_shared, (list, tuple)) and len(num_shared) == len(stage_blocks) \
-            and all(isinstance(k, int) and 1 <= k <= n - 1
-                    for k, n in zip(num_shared, stage_blocks))
-        if not ok:
-            ranges = ', '.join(f'1..{n - 1}' for n in stage_blocks)
-            raise ValueError(
-                f'num_shared_blocks={num_shared!r}: expected {len(stage_blocks)} integers, one '
-                f'per stage, within ({ranges}) for depth {depth} (blocks per stage '
-                f'{tuple(stage_blocks)}); every stage keeps at least one shared and one '
-                'skippable block')
-        return tuple(num_shared)
-
-    def make_res_layer(self, **kwargs):
+    def make_res_layer(self, block, **kwargs):
         stage = len(self.res_layers)
-        return ADNResLayer(num_shared_blocks=self._pending_num_shared[stage],
-                           skip_aware_norms=self.skip_aware_norms, **kwargs)
+        if stage == 0:  # the upstream class has set stage_blocks
+            self._adn_num_shared = resolve_num_shared_blocks(self._adn_num_shared,
+                                                             self.stage_blocks,
+                                                             f'depth {self.depth}')
+        return self.adn_res_layer(block=self.adn_blocks[block],
+                                  num_shared_blocks=self._adn_num_shared[stage],
+                                  skip_aware_norms=self.skip_aware_norms, **kwargs)
 
     # -- adaptive depth -----------------------------------------------------------------
     def _apply_skip(self, skip: SkipTuple) -> None:
@@ -212,11 +129,11 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
                      for name, k, s in zip(self.res_layers, self.num_shared_blocks, skip))
 
     def static_cfg(self, cfg: dict, skip: SkipLike = None) -> dict:
-        """The config of a plain :class:`StageResNet` that computes sub-network ``skip``.
+        """The config of a plain ``StageResNet`` (of the same registry) that computes
+        sub-network ``skip``.
 
-        ``cfg`` is this backbone's config: every mmdet ``ResNet`` argument in it is kept,
-        the ADN ones are dropped, and so is ``init_cfg`` (the exported checkpoint holds
-        every weight).
+        ``cfg`` is this backbone's config: every ResNet argument in it is kept, the ADN ones
+        are dropped, and so is ``init_cfg`` (the exported checkpoint holds every weight).
         """
         static = {k: v for k, v in dict(cfg).items() if k not in self._ADN_ONLY_ARGS + ('type', )}
         scope = str(cfg.get('type', '')).rpartition('.')[0]
@@ -251,19 +168,8 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
 
     # -- weights ------------------------------------------------------------------------
     def init_weights(self):
-        super().init_weights()
-        pretrained = any(
-            isinstance(c, dict) and c.get('type') == 'Pretrained'
-            for c in (self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]))
-        if not pretrained:
-            if self.zero_init_residual and self._default_init:
-                # mmdet's ResNet sets this up only for its own block classes
-                for layer in self.stage_modules():
-                    for block in layer:
-                        last = getattr(block, 'norm3_name', None) or block.norm2_name
-                        constant_init(block._modules[last], 0)
-            # random init: the skip norms start equal to their partners
-            self.copy_skip_norms_from_partners()
+        super().init_weights()  # the upstream init, zero_init_residual included
+        self._copy_skip_norms_unless_pretrained()
 
     def split_of_skip_norms(self, skip_norms: List[str]) -> Optional[str]:
         blocks: Dict[str, set] = {}
@@ -279,7 +185,39 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
     def _load_pre_hook(self, module, state_dict: Dict[str, torch.Tensor], prefix: str, *args,
                        **kwargs):
         self._check_checkpoint_arch(state_dict, prefix)
+        self._adopt_other_layout(state_dict, prefix)
         self._fill_missing_skip_norms(state_dict, prefix)
+
+    def _adopt_other_layout(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
+        """mmdet's and mmpretrain's ResNets hold the same deep-stem and average-pool
+        downsample weights under other names (mmdet: ``stem.0``, ``stem.1``, ``stem.3`` ...
+        and an ``AvgPool2d`` first in every such downsample; mmpretrain: ``stem.0.conv``,
+        ``stem.0.bn`` ... and the ``AvgPool2d`` only where the stride is 2). A checkpoint in
+        the other layout is renamed here, tensor by tensor in order, where the fields and
+        shapes agree (else load_state_dict reports the keys as usual)."""
+        containers = {'stem': getattr(self, 'stem', None)}
+        containers.update(
+            (f'{n}.0.downsample', getattr(self, n)[0].downsample) for n in self.res_layers)
+        renamed = []
+        for name, container in containers.items():
+            if container is None:
+                continue
+            ours = container.state_dict()
+            theirs = [k for k in state_dict if k.startswith(f'{prefix}{name}.')]
+            if not theirs or {f'{prefix}{name}.{k}' for k in ours} == set(theirs):
+                continue
+            if len(theirs) != len(ours) or any(
+                    key.rpartition('.')[2] != own.rpartition('.')[2]
+                    or state_dict[key].shape != ours[own].shape for key, own in zip(theirs, ours)):
+                continue
+            values = [state_dict.pop(key) for key in theirs]
+            state_dict.update((f'{prefix}{name}.{own}', v) for own, v in zip(ours, values))
+            renamed.append(name)
+        if renamed:
+            print_log(
+                f'{type(self).__name__}: the checkpoint holds {", ".join(renamed)} in '
+                'the layout of the other library\'s ResNet (mmdet / mmpretrain); '
+                'loaded under this one\'s names.', logger='current')
 
     def _check_checkpoint_arch(self, state_dict, prefix: str) -> None:
         """Refuse a ResNet checkpoint of another depth with a clear message."""
@@ -299,7 +237,7 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
             return
         found = tuple(blocks.get(i + 1, 0) for i in range(len(self.res_layers)))
         expected = tuple(len(getattr(self, n)) for n in self.res_layers)
-        bottleneck = self.block is ADNBottleneck
+        bottleneck = hasattr(getattr(self, self.res_layers[0])[0], 'conv3')
         if found != expected or has_conv3 != bottleneck:
             kind = 'Bottleneck' if has_conv3 else 'BasicBlock'
             raise CheckpointMismatchError(
@@ -309,10 +247,48 @@ class ResNetADN(AdaptiveDepthMixin, ResNet):
                 f'{"Bottleneck" if bottleneck else "BasicBlock"} blocks: load a depth-'
                 f'{self.depth} ResNet / ResNet-ADN checkpoint or change `depth`')
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        return self
+
+class ADNBasicBlock(ADNBlockMixin, BasicBlock):
+    norm_name_attrs = ('norm1_name', 'norm2_name')
 
 
-MMDET_MODELS.register_module(module=ResNetADN)
-MMPRETRAIN_MODELS.register_module(module=ResNetADN)
+class ADNBottleneck(ADNBlockMixin, Bottleneck):
+    norm_name_attrs = ('norm1_name', 'norm2_name', 'norm3_name')
+
+
+class ADNResLayer(ADNResLayerMixin, ResLayer):
+    pass
+
+
+@MODELS.register_module()
+class ResNetADN(ResNetADNMixin, ResNet):
+    """mmdet's :class:`~mmdet.models.backbones.ResNet` with skippable sub-paths and
+    skip-aware BatchNorm (Adaptive Depth Networks); ``type='ResNetADN'`` in mmdet's registry.
+
+    Takes every argument of mmdet's ``ResNet``, in its order and with its defaults
+    (``norm_eval=True``, ``out_indices=(0, 1, 2, 3)``, ``stem_channels=None``: the
+    ``base_channels`` ...), then the keyword-only ADN arguments below. One flag per stage
+    says whether that stage skips its skippable blocks; ``model.backbone.set_skip('TTFF')``
+    or ``with backbone.skipping('base'): ...`` switch the depth at run time.
+    ``avg_down=True`` gives the authors' 'd' variant (average-pool downsample; add
+    ``deep_stem=True`` for mmdet's ResNetV1d). ``with_cp=True`` checkpoints each block
+    non-reentrantly (see :mod:`mmadn.models.layers.checkpointing`).
+
+    Keyword-only args:
+        num_shared_blocks (Sequence[int], optional): shared (never skipped) blocks per
+            stage; each must be in ``[1, blocks - 1]``. Default: the authors' rule
+            ``min(blocks - 1, (blocks + 1) // 2)``, e.g. (2, 2, 3, 2) for ResNet-50.
+        skip (str | Sequence[bool]): the sub-network to start with: ``'TTFF'``, a list of
+            bools, ``'super'`` (default, all blocks) or ``'base'`` (all skippable blocks
+            skipped).
+        skip_aware_norms (bool): give the shared blocks skip-aware norms (``bn1_skip`` ...).
+            Default True (ADN). False builds the paper's ablation "without skip-aware BN":
+            no ``*_skip`` modules, the shared blocks use one set of norms for every
+            sub-network (a checkpoint holding ``*_skip`` keys then has unexpected keys).
+    """
+
+    adn_blocks = {BasicBlock: ADNBasicBlock, Bottleneck: ADNBottleneck}
+    adn_res_layer = ADNResLayer
+
+
+ResNetADN.__signature__ = adn_signature(ResNet, ResNetADNMixin)

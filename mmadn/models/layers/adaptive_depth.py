@@ -1,6 +1,7 @@
 """The run-time depth interface shared by every ADN backbone, the checkpoint filter that
 fills skip-aware norms a checkpoint lacks, and :func:`find_adn_backbone`."""
 import contextlib
+import inspect
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -176,6 +177,20 @@ class AdaptiveDepthMixin:
         return (f'{type(self).__name__}: the checkpoint{where} holds skip-aware norms for '
                 f'other blocks than this backbone ({"; ".join(detail)}): {split}. (Only a '
                 'checkpoint without any *_skip norm gets them filled from their partners.)')
+
+
+def adn_signature(upstream: type, adn_mixin: type) -> inspect.Signature:
+    """The signature of an ADN class whose ``__init__`` (that of ``adn_mixin``) passes the
+    upstream arguments through: the parameters of ``upstream`` (order, defaults), then the
+    keyword-only ADN ones. Assigned to the class's ``__signature__`` for ``inspect`` and
+    ``help``."""
+    params = list(inspect.signature(upstream).parameters.values())
+    adn = [
+        p for p in inspect.signature(adn_mixin.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    cut = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    return inspect.Signature(params[:cut] + adn + params[cut:])
 
 
 def find_adn_backbone(model: torch.nn.Module, required: bool = True,

@@ -149,3 +149,29 @@ def default_num_shared_blocks(num_blocks: int) -> int:
     """The authors' split of a stage of ``num_blocks`` residual blocks: the first
     ``min(num_blocks - 1, (num_blocks + 1) // 2)`` blocks are shared (never skipped)."""
     return min(num_blocks - 1, (num_blocks + 1) // 2)
+
+
+def resolve_num_shared_blocks(num_shared, stage_blocks: Sequence[int],
+                              arch: str) -> Tuple[int, ...]:
+    """The shared blocks per stage: ``num_shared`` checked against ``stage_blocks`` (the
+    blocks of each stage), or the authors' split for None.
+
+    Raises:
+        ValueError: naming the value, the architecture ``arch`` (e.g. ``'depth 50'``) and
+            the accepted form; every stage needs a shared and a skippable block.
+    """
+    stage_blocks = tuple(stage_blocks)
+    if any(n < 2 for n in stage_blocks):
+        raise ValueError(f'{arch}: blocks per stage {stage_blocks}; every stage needs at '
+                         'least 2 blocks (one shared, one skippable)')
+    if num_shared is None:
+        return tuple(default_num_shared_blocks(n) for n in stage_blocks)
+    ok = isinstance(num_shared, (list, tuple)) and len(num_shared) == len(stage_blocks) \
+        and all(isinstance(k, int) and 1 <= k <= n - 1 for k, n in zip(num_shared, stage_blocks))
+    if not ok:
+        ranges = ', '.join(f'1..{n - 1}' for n in stage_blocks)
+        raise ValueError(
+            f'num_shared_blocks={num_shared!r}: expected {len(stage_blocks)} integers, one '
+            f'per stage, within ({ranges}) for {arch} (blocks per stage {stage_blocks}); '
+            'every stage keeps at least one shared and one skippable block')
+    return tuple(num_shared)
