@@ -180,7 +180,5 @@ def test_imagenet_config_builds():
 
 
 def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match='with_cp=True'):
-        MobileNetV2ADN(**TINY, with_cp=True)
     with pytest.raises(ValueError, match='TTFF'):
         MobileNetV2ADN(**TINY, skip='TTFF')

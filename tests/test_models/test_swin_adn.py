@@ -15,6 +15,8 @@ from mmpretrain.registry import MODELS
 
 import mmadn  # noqa: F401
 from mmadn.models.backbones import SwinTransformerADN
+from mmadn.models.checkpoint import adn_backbone_meta, check_checkpoint_fits
+from mmadn.models.layers import CheckpointMismatchError
 from ..conftest import ROOT, read_scalars, run_tool
 from .adn_backbone_checks import (classifier_train_step_with_hook, flops_g, load_plain_checkpoint,
                                   one_thread, run_every_subnet, skip_norms_in_use,
@@ -215,8 +217,30 @@ def test_imagenet_config_builds():
     assert cfg.custom_hooks[0].logit_kd.topk == 500
 
 
+def test_num_shared_blocks_and_a_checkpoint_of_another_split():
+    model = SwinTransformerADN(**TINY, num_shared_blocks=(1, 1, 3, 1))
+    assert model.skippable_blocks() == [
+        'stages.0.blocks.1', 'stages.1.blocks.1', 'stages.2.blocks.3', 'stages.3.blocks.1'
+    ]
+    with pytest.raises(
+            ValueError, match=r'num_shared_blocks=\(2, 1, 2, 1\): expected 4 '
+            r'integers, one per stage, within \(1\.\.1, 1\.\.1, 1\.\.3, 1\.\.1\)'):
+        SwinTransformerADN(**TINY, num_shared_blocks=(2, 1, 2, 1))
+    # a checkpoint of another split: both refusals name the argument to set, which it takes
+    default = SwinTransformerADN(**TINY)  # (1, 1, 2, 1)
+    with pytest.raises(CheckpointMismatchError) as err:
+        default.load_state_dict(model.state_dict())
+    assert ('trained with num_shared_blocks=(1, 1, 3, 1), this SwinTransformerADN has '
+            'num_shared_blocks=(1, 1, 2, 1)') in str(err.value)
+    ckpt = dict(state_dict=model.state_dict(), meta=dict(adn_backbone=adn_backbone_meta(model)))
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'set model\.backbone\.num_shared_blocks=\(1, 1, 3, 1\)'):
+        check_checkpoint_fits(default, ckpt, 'swin.pth')
+    following = SwinTransformerADN(**TINY, num_shared_blocks=(1, 1, 3, 1))
+    check_checkpoint_fits(following, ckpt, 'swin.pth')
+    following.load_state_dict(model.state_dict(), strict=True)
+
+
 def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match='with_cp=True'):
-        SwinTransformerADN(**TINY, with_cp=True)
     with pytest.raises(ValueError, match=r'depths=\[2, 1, 4, 2\]'):
         SwinTransformerADN(**dict(TINY, arch=dict(TINY_ARCH, depths=[2, 1, 4, 2])))

@@ -12,14 +12,15 @@ from typing import List, Tuple
 
 import torch
 from mmcv.cnn import ConvModule
-from mmpretrain.models.backbones.mobilenet_v2 import MobileNetV2
+from mmpretrain.models.backbones.mobilenet_v2 import InvertedResidual, MobileNetV2
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from ..layers.adaptive_depth import AdaptiveDepthMixin
-from ..layers.skip import SkipTuple, default_num_shared_blocks
+from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
+from ..layers.checkpointing import CheckpointedBlockMixin
+from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
-                                 make_skip_aware)
+                                 make_skip_aware, swap_class)
 
 
 class ADNConvModule(SkipAwareNormMixin, ConvModule):
@@ -27,6 +28,11 @@ class ADNConvModule(SkipAwareNormMixin, ConvModule):
     ``self.norm``)."""
     norm_name_attrs = ('norm_name', )
     norm = active_norm(0)
+
+
+class ADNInvertedResidual(CheckpointedBlockMixin, InvertedResidual):
+    """mmpretrain's inverted-residual block with non-reentrant ``with_cp`` that replays the
+    norm sets of its skip-aware ConvModules in backward."""
 
 
 class ADNInvertedResidualStage(nn.Sequential):
@@ -51,19 +57,17 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
     """MobileNetV2 with skippable sub-paths and skip-aware BatchNorm (Adaptive Depth
     Networks), five flags (``'FFFFF'`` .. ``'TTTTT'``).
 
-    Accepts every argument of mmpretrain's
-    :class:`~mmpretrain.models.backbones.MobileNetV2` (``widen_factor``, ``out_indices``,
-    ``frozen_stages``, ``norm_eval`` ...) except ``with_cp``, plus ``skip``: the sub-network
-    to start with (``'TFFFF'``, a list of bools, ``'super'`` or ``'base'``). Plain
-    MobileNetV2 checkpoints load; each ``bn_skip`` starts as a copy of its ``bn``.
+    Takes every argument of mmpretrain's
+    :class:`~mmpretrain.models.backbones.MobileNetV2`, in its order and with its defaults
+    (``widen_factor``, ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp`` ...),
+    then the keyword-only ``skip``: the sub-network to start with (``'TFFFF'``, a list of
+    bools, ``'super'`` or ``'base'``). Plain MobileNetV2 checkpoints load; each
+    ``bn_skip`` starts as a copy of its ``bn``. ``with_cp=True`` checkpoints each block
+    non-reentrantly (see :mod:`mmadn.models.layers.checkpointing`).
     """
 
-    def __init__(self, skip='super', with_cp: bool = False, **kwargs):
-        if with_cp:
-            raise ValueError('with_cp=True: MobileNetV2ADN does not support activation '
-                             'checkpointing (a block recomputed in backward would use the '
-                             'norm set of the last sub-network run); use with_cp=False')
-        super().__init__(with_cp=False, **kwargs)
+    def __init__(self, *args, skip: SkipLike = 'super', **kwargs):
+        super().__init__(*args, **kwargs)
         stage_names = self.layers[:-1]  # 'layer1'..'layer7'; the last entry is 'conv2'
         self.skippable_stages = [n for n in stage_names if len(getattr(self, n)) >= 2]
         self.num_skippable_stages = len(self.skippable_stages)
@@ -89,6 +93,8 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
 
     def make_layer(self, out_channels, num_blocks, stride, expand_ratio):
         stage = super().make_layer(out_channels, num_blocks, stride, expand_ratio)
+        for block in stage:
+            swap_class(block, ADNInvertedResidual)
         num_shared = default_num_shared_blocks(num_blocks) if num_blocks >= 2 else num_blocks
         return ADNInvertedResidualStage(stage, num_shared)
 
@@ -122,3 +128,6 @@ class MobileNetV2ADN(AdaptiveDepthMixin, MobileNetV2):
     def init_weights(self):
         super().init_weights()
         self._copy_skip_norms_unless_pretrained()
+
+
+MobileNetV2ADN.__signature__ = adn_signature(MobileNetV2, MobileNetV2ADN)

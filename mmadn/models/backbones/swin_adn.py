@@ -8,7 +8,8 @@ LayerNorms (``norm1_skip``, ``norm2_skip``); the patch-merging norm in front of 
 the training hook distils are the stage outputs before patch merging, as ``(N, C, H, W)``.
 With ``out_indices=(0, 1, 2, 3)`` the backbone gives the multi-scale maps an FPN takes.
 """
-from typing import List, Tuple
+import re
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmcv.cnn.bricks.transformer import PatchMerging
@@ -17,16 +18,18 @@ from mmpretrain.models.backbones.swin_transformer import (SwinBlock, SwinBlockSe
                                                           SwinTransformer)
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..layers.adaptive_depth import AdaptiveDepthMixin
-from ..layers.skip import SkipTuple, default_num_shared_blocks
+from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
+from ..layers.checkpointing import CheckpointedBlockMixin
+from ..layers.skip import SkipLike, SkipTuple, resolve_num_shared_blocks
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
                                  make_skip_aware)
 from .vit_adn import TokenFeatureMap
 
 
-class ADNSwinBlock(SkipAwareNormMixin, SwinBlock):
-    """mmpretrain's Swin block with ``norm1_skip``/``norm2_skip`` siblings (its forward
-    reads ``self.norm1``/``self.norm2``, the mixin's properties)."""
+class ADNSwinBlock(CheckpointedBlockMixin, SkipAwareNormMixin, SwinBlock):
+    """mmpretrain's Swin block with ``norm1_skip``/``norm2_skip`` siblings in a shared block
+    (its forward reads ``self.norm1``/``self.norm2``, the mixin's properties) and
+    non-reentrant ``with_cp`` that replays the norm set in backward."""
     norm1_name = 'norm1'
     norm2_name = 'norm2'
     norm_name_attrs = ('norm1_name', 'norm2_name')
@@ -57,37 +60,39 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
     """Swin Transformer with skippable sub-paths and skip-aware LayerNorm (Adaptive Depth
     Networks), one flag per stage (``'FFFF'`` .. ``'TTTT'``).
 
-    Accepts every argument of mmpretrain's
-    :class:`~mmpretrain.models.backbones.SwinTransformer` (``arch='tiny'``,
-    ``out_indices``, ``pad_small_map`` ...) except ``with_cp`` and
-    ``out_after_downsample``, plus ``skip``: the sub-network to start with (``'TTFF'``, a
-    list of bools, ``'super'`` or ``'base'``). Every stage needs at least two blocks.
-    Plain mmpretrain Swin checkpoints load; each ``*_skip`` norm starts as a copy of its
-    partner.
+    Takes every argument of mmpretrain's
+    :class:`~mmpretrain.models.backbones.SwinTransformer`, in its order and with its
+    defaults (``arch='tiny'``, ``out_indices=(3, )``, ``with_cp``, ``out_after_downsample``,
+    ``pad_small_map`` ...), in mmpretrain's and in mmdet's registry alike (mmdet's own
+    ``SwinTransformer`` is another class, with other arguments), then the keyword-only
+    ADN arguments:
+
+    Keyword-only args:
+        num_shared_blocks (Sequence[int], optional): kept (never skipped) blocks per stage,
+            each in ``[1, depth - 1]``. Default: the authors' rule
+            ``min(depth - 1, (depth + 1) // 2)``, (1, 1, 3, 1) for Swin-T.
+        skip (str | Sequence[bool]): the sub-network to start with (``'TTFF'``, a list of
+            bools, ``'super'`` or ``'base'``).
+
+    Every stage needs at least two blocks. Plain mmpretrain Swin checkpoints load; each
+    ``*_skip`` norm starts as a copy of its partner. ``with_cp=True`` checkpoints each block
+    non-reentrantly (see :mod:`mmadn.models.layers.checkpointing`).
     """
 
-    def __init__(self, skip='super', with_cp: bool = False, out_after_downsample: bool = False,
-                 **kwargs):
-        if with_cp:
-            raise ValueError('with_cp=True: SwinTransformerADN does not support activation '
-                             'checkpointing (a block recomputed in backward would use the '
-                             'norm set of the last sub-network run); use with_cp=False')
-        if out_after_downsample:
-            raise ValueError('out_after_downsample=True: SwinTransformerADN outputs each '
-                             'stage before patch merging; use out_after_downsample=False')
-        super().__init__(**kwargs)
-        if min(self.depths) < 2:
-            raise ValueError(f'SwinTransformerADN: depths={list(self.depths)}; every stage '
-                             'needs at least 2 blocks (one kept, one skippable)')
+    def __init__(self, *args, num_shared_blocks=None, skip: SkipLike = 'super', **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_shared_blocks = resolve_num_shared_blocks(num_shared_blocks, self.depths,
+                                                           f'depths={list(self.depths)}')
         self.num_skippable_stages = len(self.stages)
-        self.num_shared_blocks = tuple(default_num_shared_blocks(d) for d in self.depths)
-        for idx, (stage, num_shared) in enumerate(zip(self.stages, self.num_shared_blocks)):
+        for stage, num_shared in zip(self.stages, self.num_shared_blocks):
             stage.__class__ = ADNSwinBlockSequence
             stage.num_shared_blocks = num_shared
             stage.skip_subpath = False
             stage.feature_tap = TokenFeatureMap()
-            for block in stage.blocks[:num_shared]:
-                make_skip_aware(block, ADNSwinBlock).add_skip_norms()
+            for idx, block in enumerate(stage.blocks):
+                make_skip_aware(block, ADNSwinBlock)
+                if idx < num_shared:
+                    block.add_skip_norms()
             if stage.downsample is not None and stage.downsample.norm is not None:
                 make_skip_aware(stage.downsample, ADNPatchMerging).add_skip_norms()
         self.set_skip(skip)
@@ -123,6 +128,18 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
         super().init_weights()
         self._copy_skip_norms_unless_pretrained()
 
+    def split_of_skip_norms(self, skip_norms: List[str]) -> Optional[str]:
+        blocks: Dict[int, set] = {}
+        for name in skip_norms:
+            m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', name)
+            if m:
+                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        return 'num_shared_blocks=' + str(
+            tuple(len(blocks.get(i, ())) for i in range(len(self.stages))))
+
+    def own_split(self) -> Optional[str]:
+        return f'num_shared_blocks={tuple(self.num_shared_blocks)}'
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         # mmpretrain renames the keys of old checkpoints for its own class only
         version = local_metadata.get('version', None)
@@ -137,5 +154,6 @@ class SwinTransformerADN(AdaptiveDepthMixin, SwinTransformer):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
 
+SwinTransformerADN.__signature__ = adn_signature(SwinTransformer, SwinTransformerADN)
 MMPRETRAIN_MODELS.register_module(module=SwinTransformerADN)
 MMDET_MODELS.register_module(module=SwinTransformerADN)

@@ -16,8 +16,8 @@ from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLa
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from ..layers.adaptive_depth import AdaptiveDepthMixin
-from ..layers.skip import SkipTuple
+from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
+from ..layers.skip import SkipLike, SkipTuple
 from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
                                  make_skip_aware)
 
@@ -56,17 +56,18 @@ class VisionTransformerADN(AdaptiveDepthMixin, VisionTransformer):
     """Vision Transformer with skippable sub-paths and skip-aware LayerNorm (Adaptive
     Depth Networks), four flags (``'FFFF'`` .. ``'TTTT'``).
 
-    Accepts every argument of mmpretrain's
-    :class:`~mmpretrain.models.backbones.VisionTransformer` (``arch='b'``,
-    ``patch_size=16`` or ``32`` ...) plus ``skip``: the sub-network to start with
-    (``'TTFF'``, a list of bools, ``'super'`` or ``'base'``). The number of layers must be
+    Takes every argument of mmpretrain's
+    :class:`~mmpretrain.models.backbones.VisionTransformer`, in its order and with its
+    defaults (``arch='base'``, ``patch_size=16`` or ``32`` ...), then the keyword-only
+    ``skip``: the sub-network to start with (``'TTFF'``, a list of bools, ``'super'`` or
+    ``'base'``). The number of layers must be
     a multiple of 4 and at least 8. Plain ViT checkpoints load; each ``ln*_skip`` starts as
     a copy of its partner.
     """
     num_groups = 4
 
-    def __init__(self, skip='super', **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *args, skip: SkipLike = 'super', **kwargs):
+        super().__init__(*args, **kwargs)
         num_layers = len(self.layers)
         if num_layers % self.num_groups or num_layers < 2 * self.num_groups:
             raise ValueError(
@@ -115,3 +116,6 @@ class VisionTransformerADN(AdaptiveDepthMixin, VisionTransformer):
     def init_weights(self):
         super().init_weights()
         self._copy_skip_norms_unless_pretrained()
+
+
+VisionTransformerADN.__signature__ = adn_signature(VisionTransformer, VisionTransformerADN)

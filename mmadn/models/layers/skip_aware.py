@@ -78,15 +78,22 @@ def active_norm(index: int) -> property:
                     doc=f'The active norm #{index} (the primary one or its skip sibling).')
 
 
-def make_skip_aware(module: torch.nn.Module, cls: type) -> torch.nn.Module:
-    """Turn an already built block of an upstream class into ``cls``, its subclass that
-    mixes in :class:`SkipAwareNormMixin` (the way ``torch.nn.utils.parametrize`` swaps a
-    module's class): no parameter is rebuilt, so the upstream construction and its
-    checkpoint keys stay as they are. Skip norms are added by ``add_skip_norms``."""
-    if not (issubclass(cls, type(module)) and issubclass(cls, SkipAwareNormMixin)):
-        raise TypeError(f'{cls.__name__} must subclass both {type(module).__name__} and '
-                        'SkipAwareNormMixin')
+def swap_class(module: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """Turn an already built module of an upstream class into ``cls``, a subclass of it
+    that adds behaviour but no parameter (the way ``torch.nn.utils.parametrize`` swaps a
+    module's class): the upstream construction and its checkpoint keys stay as they are."""
+    if not issubclass(cls, type(module)):
+        raise TypeError(f'{cls.__name__} must subclass {type(module).__name__}')
     module.__class__ = cls
+    return module
+
+
+def make_skip_aware(module: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """:func:`swap_class` to ``cls``, a subclass of the module's class that mixes in
+    :class:`SkipAwareNormMixin`. Skip norms are added by ``add_skip_norms``."""
+    if not issubclass(cls, SkipAwareNormMixin):
+        raise TypeError(f'{cls.__name__} must subclass SkipAwareNormMixin')
+    swap_class(module, cls)
     module._init_skip_aware()
     return module
 
