@@ -1,10 +1,11 @@
 """Swin Transformer with adaptive depth (ADN): a small change on top of mmpretrain's
 SwinTransformer, registered in mmpretrain's and mmdet's MODELS.
 
-Each stage keeps its first ``min(d - 1, (d + 1) // 2)`` blocks (Swin-T: 1, 1, 3, 1 of
-2, 2, 6, 2) and skips the rest while its flag is True. The kept blocks own skip-aware
-LayerNorms (``norm1_skip``, ``norm2_skip``); the patch-merging norm in front of a stage
-(``stages.{i-1}.downsample.norm_skip``) follows that stage's flag. The stage features that
+Each stage keeps its first ``num_shared_blocks`` blocks (default
+``min(d - 1, (d + 1) // 2)``, Swin-T: 1, 1, 3, 1 of 2, 2, 6, 2) and skips the rest while its
+flag is True. The kept blocks own skip-aware LayerNorms (``norm1_skip``, ``norm2_skip``);
+the patch-merging norm in front of a stage (``stages.{i-1}.downsample.norm_skip``) follows
+that stage's flag. The stage features that
 the training hook distils are the stage outputs before patch merging, as ``(N, C, H, W)``.
 With ``out_indices=(0, 1, 2, 3)`` the backbone gives the multi-scale maps an FPN takes.
 """
