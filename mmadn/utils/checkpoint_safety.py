@@ -124,9 +124,46 @@ def describe_file(filename: str) -> str:
     return f'a binary file of {size} bytes that torch.save did not write'
 
 
+def _reason(message: str) -> str:
+    """torch's reason for a weights_only refusal, without its advice (which includes
+    loading with ``weights_only=False``: never right for a file that was refused)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    reason = [ln for ln in lines if ln.startswith('WeightsUnpickler error:')]
+    if reason:
+        return reason[0][:200]
+    return 'refused by weights_only' if lines and _WEIGHTS_ONLY_PREFIX in lines[0] else \
+        (lines or ['?'])[0][:200]
+
+
+def _pickle_globals(filename: str) -> List[str]:
+    """``module.name`` of every global the pickles of a local non-zip file name, read
+    statically with :mod:`pickletools` (nothing is executed); [] if it cannot be read."""
+    import pickletools
+    try:
+        with open(os.path.expanduser(filename), 'rb') as f:
+            data = f.read()
+    except OSError:
+        return []
+    found, strings, pos = [], [], 0
+    while pos < len(data):  # a legacy torch.save file holds several pickles in a row
+        try:
+            for op, arg, at in pickletools.genops(data[pos:]):
+                if op.name == 'GLOBAL':
+                    found.append(str(arg).replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    found.append(f'{strings[-2]}.{strings[-1]}')
+                elif isinstance(arg, str):
+                    strings.append(arg)
+                end = at
+        except Exception:  # noqa: BLE001 - the end of the pickles, or not a pickle
+            break
+        pos += end + 1
+    return sorted(set(found))
+
+
 def _corrupt_error(filename, err: BaseException) -> CorruptCheckpointError:
     what = describe_file(filename) if isinstance(filename, str) else 'not a file'
-    detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    detail = _reason(str(err) or type(err).__name__)
     return CorruptCheckpointError(
         f'corrupt or not a checkpoint: {filename} ({what}; torch.load: '
         f'{type(err).__name__}: {detail}). Use a file written by torch.save, e.g. '
@@ -235,6 +272,9 @@ def _refused_globals(filename, message: str) -> List[str]:
             found = sorted(get_unsafe(os.path.expanduser(filename)))
         except Exception:  # noqa: BLE001 - legacy format, unreadable, ...
             found = []
+    if not found and isinstance(filename, str) and os.path.isfile(os.path.expanduser(filename)) \
+            and not zipfile.is_zipfile(os.path.expanduser(filename)):
+        found = [g for g in _pickle_globals(filename) if _blocked_module(g) or _runs_code(g)]
     if not found:
         for pattern in (_UNSUPPORTED_GLOBAL, _BLOCKED_GLOBAL):
             match = pattern.search(message)
@@ -273,7 +313,7 @@ def _refusal_message(filename, refused: List[str], detail: str) -> str:
         return (f'Refused to load checkpoint {filename!r}: '
                 'torch.load(weights_only=True) does not accept its content, '
                 'since loading arbitrary pickled objects could run code. '
-                f'torch said:\n{detail}\nIf you trust this file, allow-list the '
+                f'torch said: {_reason(detail)}. If you trust this file, allow-list the '
                 'type it names with torch.serialization.add_safe_globals([...]) '
                 'before loading it.')
     names = ', '.join(refused)
@@ -291,9 +331,8 @@ def _refusal_message(filename, refused: List[str], detail: str) -> str:
     if blocked:
         lines.append(f'torch never allows globals of module(s) {", ".join(blocked)} '
                      'in weights_only loads: a checkpoint referencing them is almost '
-                     'certainly malicious. Only torch.load(..., weights_only=False) '
-                     'could load it, which runs that code; do not do that unless you '
-                     'wrote the file yourself.')
+                     'certainly malicious; do not load it, load weights from a trusted '
+                     'source.')
     dangerous = [name for name in refused if not _blocked_module(name) and _runs_code(name)]
     if dangerous:
         lines.append(f'{", ".join(dangerous)} can run code by itself and no checkpoint of '
@@ -324,9 +363,13 @@ def _check_weights_only(loader: Callable) -> Callable:
             raise
         except pickle.UnpicklingError as err:
             message = str(err)
-            if _WEIGHTS_ONLY_PREFIX not in message or not _readable_torch_file(filename):
+            refused = _refused_globals(filename, message) \
+                if _WEIGHTS_ONLY_PREFIX in message else []
+            # a pickle naming a global that runs code is refused, whatever its format
+            dangerous = any(_blocked_module(g) or _runs_code(g) for g in refused)
+            if not dangerous and (_WEIGHTS_ONLY_PREFIX not in message
+                                  or not _readable_torch_file(filename)):
                 raise _corrupt_error(filename, err) from err
-            refused = _refused_globals(filename, message)
             raise UnsafeCheckpointError(_refusal_message(filename, refused, message), filename,
                                         refused) from err
         except Exception as err:  # noqa: BLE001 - re-raised unless the file is corrupt

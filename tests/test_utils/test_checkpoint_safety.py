@@ -375,9 +375,9 @@ def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch, payload_cls, ref
     assert refused in message
     assert 'could run code' in message
     if payload_cls is _OsSystemPayload:
-        # torch never allow-lists os/posix: say so, and what would load it.
-        assert 'torch never allows' in message
-        assert 'weights_only=False' in message
+        # torch never allow-lists os/posix: say so, and suggest no way to load it
+        assert 'torch never allows' in message and 'do not load it' in message
+        assert 'weights_only=False' not in message and 'add_safe_globals' not in message
     else:
         # open() can run code's work (write any file): never suggested for the allow-list
         assert 'add_safe_globals' not in message and 'do not allow-list it' in message
@@ -387,6 +387,24 @@ def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch, payload_cls, ref
         monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD')
         torch.load(path, weights_only=False)
         assert marker.exists()
+
+
+@pytest.mark.parametrize('protocol', [0, 2])
+def test_a_raw_pickle_calling_os_system_is_refused_without_unsafe_advice(tmp_path, protocol):
+    """A plain pickle (no torch.save zip; protocol 0 is text) naming ``posix.system``: the
+    static reading of its globals names it, and nothing suggests a way to load it."""
+    marker = tmp_path / 'pwned'
+    path = str(tmp_path / 'raw.pth')
+    with open(path, 'wb') as f:
+        pickle.dump({'state_dict': _OsSystemPayload(marker)}, f, protocol=protocol)
+    with pytest.raises(checkpoint_safety.UnsafeCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(path)
+    assert not marker.exists()
+    assert info.value.refused_globals == [f'{os.system.__module__}.system']
+    message = str(info.value)
+    assert 'do not load it' in message
+    for advice in ('weights_only=False', 'will likely succeed', 'add_safe_globals'):
+        assert advice not in message
 
 
 def test_malicious_checkpoint_is_refused_on_resume(tmp_path):
