@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def _convert(src, out):
     proc = subprocess.run(
         [sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
          str(src),
-         str(out)], cwd=ROOT, capture_output=True, text=True)
+         str(out)], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -80,6 +81,46 @@ def test_convert_refuses_non_resnet(tmp_path):
         sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
         str(tmp_path / 'x.pth'),
         str(tmp_path / 'o')
-    ], cwd=ROOT, capture_output=True, text=True)
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode != 0
     assert 'not a ResNet(-ADN) state dict: found (0, 0, 0, 0) blocks' in proc.stderr
+
+
+def test_convert_a_deep_stem_resnet_d_and_refuse_an_unknown_stem(tmp_path):
+    """ResNet-vd (deep stem + average-pool downsample) as timm names it converts to
+    ``ResNetADN(deep_stem=True, avg_down=True)``; an unknown stem layout gets one line."""
+    from mmdet.models.backbones import ResNet
+
+    from ..conftest import load_tool
+    converter = load_tool('tools/model_converters/adn_official_to_mmadn.py')
+    torch.manual_seed(0)
+    plain = ResNet(depth=18, deep_stem=True, avg_down=True)
+    plain.eval()  # mmdet's ResNet.train() returns None
+    timm_names = {v: k for k, v in converter.DEEP_STEM.items()}
+    state = {}
+    for key, value in plain.state_dict().items():
+        new = next((n for n in timm_names if key.startswith(n)), None)
+        state[timm_names[new] + key[len(new):] if new else key] = value
+    assert 'conv1.6.weight' in state and 'bn1.running_var' in state
+    torch.save(state, tmp_path / 'r18d.pth')
+    paths, meta = converter.convert(str(tmp_path / 'r18d.pth'), str(tmp_path / 'out'))
+    assert (meta['depth'], meta['deep_stem'], meta['avg_down']) == (18, True, True)
+    adn = ResNetADN(depth=18, deep_stem=True, avg_down=True)
+    adn.eval()
+    adn.load_state_dict(torch.load(paths['backbone'])['state_dict'])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(adn(x), plain(x)))
+    state['stem_conv.weight'] = state.pop('conv1.0.weight')
+    torch.save(state, tmp_path / 'odd.pth')
+    proc = subprocess.run([
+        sys.executable, 'tools/model_converters/adn_official_to_mmadn.py',
+        str(tmp_path / 'odd.pth'),
+        str(tmp_path / 'o')
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 1
+    (line, ) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: unsupported stem layout (keys such as ['bn1.bias', ")
+    assert line.endswith("expected the torchvision stem ('conv1.weight', 'bn1.*') or a deep "
+                         "stem ('conv1.0/1/3/4/6' + 'bn1', as timm's ResNet-D, or mmdet's "
+                         "'stem.*')")

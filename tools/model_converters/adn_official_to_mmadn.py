@@ -3,7 +3,9 @@
     python tools/model_converters/adn_official_to_mmadn.py SRC OUT_DIR [--name NAME]
 
 SRC is a bare state dict (torchvision layout plus ``layerX.Y.bn{1,2,3}_skip.*`` keys; the
-'d' layout with ``downsample.1`` / ``downsample.2`` is recognised too), possibly wrapped in
+'d' layout with ``downsample.1`` / ``downsample.2`` and a deep stem, named as timm's
+ResNet-D does (``conv1.0/1/3/4/6`` + ``bn1``) or as mmdet's (``stem.*``), are recognised
+too; any other layout is refused with one line), possibly wrapped in
 ``{'state_dict': ...}`` / ``{'model': ...}`` or with DDP's ``module.`` prefix. Writes
 
 * ``OUT_DIR/NAME_in1k.pth``: an mmpretrain ImageClassifier checkpoint
@@ -22,6 +24,7 @@ from collections import OrderedDict
 import torch
 
 import mmadn  # noqa: F401  (checkpoint loading rules)
+from mmadn.engine.launch import check_output_path
 from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, adn_backbone_meta,
                           load_checkpoint_file)
 from mmadn.models.backbones import ResNetADN
@@ -77,7 +80,33 @@ def detect_arch(state):
                          'block counts of ResNet-18/34/50/101/152')
     avg_down = any(re.match(r'layer\d\.0\.downsample\.2\.weight$', k) for k in state)
     has_skip = any('_skip.' in k for k in state)
-    return depth, avg_down, has_skip
+    deep_stem = 'conv1.0.weight' in state or 'stem.0.weight' in state
+    if not deep_stem and 'conv1.weight' not in state:
+        stem = sorted(k for k in state if not k.startswith(('layer', 'fc.')))[:3]
+        raise ValueError(f'unsupported stem layout (keys such as {stem}): expected the '
+                         "torchvision stem ('conv1.weight', 'bn1.*') or a deep stem "
+                         "('conv1.0/1/3/4/6' + 'bn1', as timm's ResNet-D, or mmdet's 'stem.*')")
+    return depth, avg_down, has_skip, deep_stem
+
+
+#: a deep stem as timm's ResNet-D names it -> as mmdet's ResNet(deep_stem=True) does
+DEEP_STEM = {
+    'conv1.0.': 'stem.0.',
+    'conv1.1.': 'stem.1.',
+    'conv1.3.': 'stem.3.',
+    'conv1.4.': 'stem.4.',
+    'conv1.6.': 'stem.6.',
+    'bn1.': 'stem.7.'
+}
+
+
+def deep_stem_keys(state):
+    """``state`` with a timm-style deep stem renamed to mmdet's ``stem.*`` keys."""
+    renamed = OrderedDict()
+    for key, value in state.items():
+        old = next((o for o in DEEP_STEM if key.startswith(o)), None)
+        renamed[DEEP_STEM[old] + key[len(old):] if old else key] = value
+    return renamed
 
 
 def convert(src, out_dir, name=None):
@@ -85,10 +114,16 @@ def convert(src, out_dir, name=None):
     obj = load_checkpoint_file(src)
     refuse_converted(obj, src)
     state = unwrap(obj)
-    depth, avg_down, has_skip = detect_arch(state)
+    depth, avg_down, has_skip, deep_stem = detect_arch(state)
+    if deep_stem:
+        state = deep_stem_keys(state)
     backbone = OrderedDict((k, v) for k, v in state.items() if not k.startswith('fc.'))
-    model = ResNetADN(depth=depth, avg_down=avg_down)
-    model.load_state_dict(backbone, strict=True)  # fills missing skip norms, checks shapes
+    model = ResNetADN(depth=depth, avg_down=avg_down, deep_stem=deep_stem)
+    try:  # fills missing skip norms, checks keys and shapes
+        model.load_state_dict(backbone, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f'{src} does not convert to ResNet-{depth}-ADN: ' +
+                         ' '.join(str(err).split())[:400]) from None
     backbone = model.state_dict()
     classifier = OrderedDict(('backbone.' + k, v) for k, v in backbone.items())
     if 'fc.weight' in state:
@@ -96,8 +131,8 @@ def convert(src, out_dir, name=None):
         classifier['head.fc.bias'] = state['fc.bias']
     name = name or f'resnet{depth}{"d" if avg_down else ""}_adn'
     os.makedirs(out_dir, exist_ok=True)
-    meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down, had_skip_norms=has_skip,
-                adn_backbone=adn_backbone_meta(model))
+    meta = dict(source=osp.basename(src), depth=depth, avg_down=avg_down, deep_stem=deep_stem,
+                had_skip_norms=has_skip, adn_backbone=adn_backbone_meta(model))
     paths = dict(classifier=osp.join(out_dir, f'{name}_in1k.pth'),
                  backbone=osp.join(out_dir, f'{name}_backbone.pth'))
     for kind, state_dict in (('classifier', classifier), ('backbone', backbone)):
@@ -114,10 +149,12 @@ def main():
     parser.add_argument('--name', help='file name stem (default: resnet{depth}[d]_adn)')
     args = parser.parse_args()
     try:
+        check_output_path(args.out_dir, 'OUT_DIR', folder=True, inputs=[args.src])
         paths, meta = convert(args.src, args.out_dir, args.name)
     except (FileNotFoundError, ValueError, *CHECKPOINT_ERRORS) as err:
         raise SystemExit(f'error: {err}') from None
-    print(f"ResNet-{meta['depth']}{'d' if meta['avg_down'] else ''}-ADN "
+    print(f"ResNet-{meta['depth']}{'d' if meta['avg_down'] else ''}"
+          f"{' (deep stem)' if meta['deep_stem'] else ''}-ADN "
           f"(skip norms {'found' if meta['had_skip_norms'] else 'copied from partners'})")
     for kind, path in paths.items():
         print(f'{kind:>10}: {path}')
