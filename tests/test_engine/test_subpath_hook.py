@@ -260,6 +260,26 @@ def test_hook_names_an_option_that_does_not_parse():
         SubPathSpecializationHook(alpha=True)
 
 
+def test_cfg_options_may_set_one_argument_of_the_default_kd_loss(tmp_path):
+    """``--cfg-options custom_hooks.0.feat_kd.mode=pooled`` on a hook whose ``feat_kd`` is
+    the default gives a dict without ``type``: it sets that argument of the default loss."""
+    from mmadn.engine.launch import load_config
+    config = tmp_path / 'cfg.py'
+    config.write_text(f"_base_ = [{CLS_DEMO!r}]\n"
+                      "custom_hooks = [dict(type='SubPathSpecializationHook')]\n")
+    cfg = load_config(str(config), {
+        'custom_hooks.0.feat_kd.mode': 'pooled',
+        'custom_hooks.0.logit_kd.topk': 2
+    })
+    assert cfg.custom_hooks[0]['feat_kd'] == dict(mode='pooled')
+    distiller = SubPathSpecializationHook(**{
+        k: v
+        for k, v in cfg.custom_hooks[0].items() if k != 'type'
+    }).distiller
+    assert (distiller.feat_kd.mode, distiller.feat_kd.topk) == ('pooled', None)
+    assert (distiller.logit_kd.mode, distiller.logit_kd.topk) == ('pooled', 2)
+
+
 def test_level_reduction_sum_mean_and_one_random_level():
     torch.manual_seed(0)
     pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]

@@ -55,7 +55,7 @@ class SubPathDistiller:
             neck/FPN consumes) or ``'neck'`` (the FPN outputs).
         feat_kd (dict, optional): config of the feature KD loss, ``None`` to turn it off.
             Default ``dict(type='SubPathKDLoss', mode='spatial')``; ``mode='pooled'`` is the
-            authors' code.
+            authors' code. A dict without ``type`` sets arguments of ``SubPathKDLoss``.
         logit_kd (dict, optional): config of the logit KD loss for classifiers (models with
             a ``head``), ``None`` to turn it off; ``topk=500`` as the authors do on ImageNet.
         level_reduction (str): how the KD terms of several feature maps (stages, or FPN
@@ -88,8 +88,14 @@ class SubPathDistiller:
             raise ValueError(f'kd_warmup_iters={kd_warmup_iters!r}: expected an int >= 0')
         self.alpha = float(alpha)
         self.features = features
-        self.feat_kd = MODELS.build(feat_kd) if feat_kd else None
-        self.logit_kd = MODELS.build(logit_kd) if logit_kd else None
+        # a dict without a type (e.g. --cfg-options ...feat_kd.mode=pooled on the default)
+        # changes the default loss's settings
+        self.feat_kd = MODELS.build(
+            dict(type='SubPathKDLoss', **feat_kd) if 'type' not in
+            feat_kd else feat_kd) if feat_kd else None
+        self.logit_kd = MODELS.build(
+            dict(type='SubPathKDLoss', mode='pooled', **logit_kd) if 'type' not in
+            logit_kd else logit_kd) if logit_kd else None
         self.level_reduction = level_reduction
         self.base_task_loss = base_task_loss
         self.kd_warmup_iters = kd_warmup_iters
