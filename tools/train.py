@@ -18,9 +18,11 @@ import torch
 from mmengine.config import DictAction
 
 import mmadn  # noqa: F401  (registers the modules, makes checkpoints loadable)
-from mmadn.engine.launch import build_runner, load_config
+from mmadn.engine.hooks import CheckpointWriteError, TrainingDivergedError
+from mmadn.engine.launch import build_runner, check_training_data, explain_data_error, load_config
 from mmadn.engine.runner.resume import find_resume_checkpoint, list_checkpoints
 from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, load_checkpoint_file
+from mmadn.utils.fileio import DirectoryInUseError, DirectoryLock, write_bytes_atomically
 
 
 def parse_args():
@@ -107,8 +109,11 @@ def main():
               'alone to continue from the newest checkpoint of the work dir)')
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+        if int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0))) == 0:
+            DirectoryLock(cfg.work_dir).acquire()  # held until this process ends
         choose_start(cfg, args.resume)
-    except (FileNotFoundError, ValueError, *CHECKPOINT_ERRORS) as err:
+        check_training_data(cfg)
+    except (FileNotFoundError, ValueError, DirectoryInUseError, *CHECKPOINT_ERRORS) as err:
         _fail(str(err))
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -117,10 +122,23 @@ def main():
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise SystemExit('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
+    # the Runner writes WORK_DIR/<config name> before it loads a checkpoint: a run refused
+    # at that point must leave the dump of the run the user continues as it was
+    dump = osp.join(cfg.work_dir, osp.basename(args.config))
+    previous = open(dump, 'rb').read() if osp.isfile(dump) else None
     try:
         build_runner(cfg).train()
     except (CheckpointMismatchError, *CHECKPOINT_ERRORS) as err:
+        if previous is not None:
+            write_bytes_atomically(dump, previous)
         _fail(str(err))
+    except (TrainingDivergedError, CheckpointWriteError, DirectoryInUseError) as err:
+        _fail(str(err))
+    except (AssertionError, ValueError) as err:  # data that cannot be read: name the file
+        message = explain_data_error(cfg, err)
+        if message is None:
+            raise
+        _fail(message)
 
 
 if __name__ == '__main__':

@@ -2,9 +2,12 @@
 config, checking it before anything is built, starting a run on CPU-only machines, and the
 command-line argument types."""
 import argparse
+import json
 import os
 import os.path as osp
+import re
 from datetime import timedelta
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -13,6 +16,7 @@ from mmengine.registry import RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
 from ..models.layers.skip import check_skip_form, check_skips_form, format_skip, skips_as_tuples
+from ..utils.fileio import read_json
 
 
 def load_config(config: str, cfg_options=None, launcher: str = 'none', work_dir=None) -> Config:
@@ -28,18 +32,22 @@ def load_config(config: str, cfg_options=None, launcher: str = 'none', work_dir=
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     check_config(cfg)
-    use_atomic_checkpoints(cfg)
+    use_safe_checkpoints(cfg)
     setup_cpu_distributed(cfg)
     return cfg
 
 
-def use_atomic_checkpoints(cfg: Config) -> None:
+def use_safe_checkpoints(cfg: Config) -> None:
     """A plain ``CheckpointHook`` in ``default_hooks`` becomes
-    :class:`~mmadn.engine.hooks.AtomicCheckpointHook` (same arguments): checkpoints
-    written atomically, old ones pruned only after the new one is in place."""
+    :class:`~mmadn.engine.hooks.AtomicCheckpointHook` (same arguments: checkpoints written
+    atomically, never of non-finite weights, old ones pruned only after the new one is in
+    place), and :class:`~mmadn.engine.hooks.FiniteLossHook` is added to ``custom_hooks``
+    (a run whose losses stop being finite stops there)."""
     hook = cfg.get('default_hooks', {}).get('checkpoint')
     if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
         hook['type'] = 'AtomicCheckpointHook'
+    if not _hook_cfgs(cfg, 'FiniteLossHook'):
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='FiniteLossHook')]
 
 
 def _hook_cfgs(cfg: Config, type_name: str) -> list:
@@ -131,6 +139,104 @@ def _check_unused_parameters(cfg: Config, hook: dict) -> None:
             'find_unused_parameters=True) (--cfg-options '
             'model_wrapper_cfg.find_unused_parameters=True), or train super_skip=\'super\' '
             'with base_skip=\'base\'')
+
+
+#: the first bytes of the image formats OpenCV reads
+IMAGE_MAGIC = (b'\x89PNG', b'\xff\xd8\xff', b'BM', b'II*\x00', b'MM\x00*', b'RIFF', b'GIF8')
+
+
+def annotation_files(cfg: Config, splits=('train', 'val', 'test')) -> List[Tuple[str, str]]:
+    """``(path, image folder)`` of the COCO-style (``.json``) annotation files of the
+    config's dataloaders (through dataset wrappers)."""
+    found = []
+
+    def visit(dataset):
+        if not isinstance(dataset, dict):
+            return
+        for inner in [dataset.get('dataset')] + list(dataset.get('datasets') or []):
+            visit(inner)
+        ann = dataset.get('ann_file')
+        if isinstance(ann, str) and ann.endswith('.json'):
+            root = dataset.get('data_root') or ''
+            prefix = (dataset.get('data_prefix') or {}).get('img', '')
+            found.append((osp.join(root, ann), osp.join(root, prefix)))
+
+    for split in splits:
+        visit((cfg.get(f'{split}_dataloader') or {}).get('dataset'))
+    return list(dict.fromkeys(found))
+
+
+def check_training_data(cfg: Config, max_images: int = 20000) -> int:
+    """Before training starts: the training annotation files must be JSON, and the images
+    they list that exist must start as an image file does (a file with another content
+    fails only when its batch comes, possibly hours later). Missing files are left to the
+    dataset (a generated one writes them). Files of more than ``max_images`` images are
+    not checked image by image. Raises ValueError naming the files; returns how many
+    images were checked."""
+    checked = 0
+    for ann, folder in annotation_files(cfg, ('train', )):
+        if not osp.isfile(ann):
+            continue
+        coco = read_json(ann, 'a COCO-format annotation file')
+        images = coco.get('images', []) if isinstance(coco, dict) else []
+        if len(images) > max_images:
+            continue
+        bad = []
+        for image in images:
+            path = osp.join(folder, str(image.get('file_name', '')))
+            if osp.isfile(path):
+                with open(path, 'rb') as f:
+                    if not f.read(8).startswith(IMAGE_MAGIC):
+                        bad.append(path)
+                checked += 1
+        if bad:
+            raise ValueError(f'{len(bad)} training image(s) of {ann} are no image files '
+                             f'({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}): '
+                             'replace them or remove them from the annotations')
+    return checked
+
+
+def explain_data_error(cfg: Config, err: BaseException) -> Optional[str]:
+    """One line for an error met while reading the data: an image that does not decode
+    (named by mmcv's ``failed to load image``) or an annotation file that is not JSON
+    (found by reading the config's annotation files); None for any other error."""
+    found = re.search(r'failed to load image: (\S+)', str(err))
+    if found:
+        return (f'the image {found.group(1)} could not be read (not a decodable image): '
+                'replace it or remove it from the annotations')
+    if isinstance(err, json.JSONDecodeError):
+        for ann, _ in annotation_files(cfg):
+            if osp.isfile(ann):
+                try:
+                    read_json(ann, 'a COCO-format annotation file')
+                except ValueError as bad:
+                    return str(bad)
+    return None
+
+
+def check_output_path(path: str, option: str, suffixes: Sequence[str] = (),
+                      inputs: Sequence[str] = (), folder: bool = False) -> str:
+    """Check, before anything is built, that the tool can write ``path`` (its ``option``):
+    the right kind (a file with one of ``suffixes``, or a ``folder``), in a place that
+    exists or can be created and is writable, and none of the ``inputs`` (a tool never
+    writes over what it reads). Raises ValueError naming the option, the path and why."""
+    where = f'{option} {path}'
+    if suffixes and not folder and not path.lower().endswith(tuple(suffixes)):
+        raise ValueError(f'{where}: expected a file name ending with {" or ".join(suffixes)}')
+    if not folder and osp.isdir(path):
+        raise ValueError(f'{where} is a folder: expected a file name')
+    if folder and osp.exists(path) and not osp.isdir(path):
+        raise ValueError(f'{where} is a file: expected a folder')
+    for source in inputs:
+        if source and osp.exists(source) and osp.exists(path) and osp.samefile(path, source):
+            raise ValueError(f'{where} is the input {source}: writing it would destroy it; '
+                             'choose another output')
+    existing = osp.abspath(path if folder else osp.dirname(osp.abspath(path)))
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing) or not os.access(existing, os.W_OK):
+        raise ValueError(f'{where}: {existing} is not a writable folder')
+    return path
 
 
 def positive_int(text: str) -> int:

@@ -6,6 +6,7 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Optional
 
+import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from mmengine.runner import load_state_dict
@@ -30,6 +31,17 @@ def _adn_backbone(model: nn.Module):
     return backbone, '' if backbone is _unwrap(model) else 'backbone.'
 
 
+def first_nonfinite(state: dict) -> Optional[str]:
+    """The name of the first floating-point tensor of ``state`` holding a NaN or an
+    infinity (``'backbone.conv1.weight (nan)'``), or None."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and \
+                not bool(torch.isfinite(value).all()):
+            kind = 'nan' if bool(torch.isnan(value).any()) else 'inf'
+            return f'{name} ({kind})'
+    return None
+
+
 def load_checkpoint_file(path: str, training: bool = False) -> dict:
     """Load ``path`` (on the CPU) through mmengine's checked loaders.
 
@@ -46,6 +58,11 @@ def load_checkpoint_file(path: str, training: bool = False) -> dict:
             f'{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict of weights, '
             'or of state_dict and meta)')
     if training:
+        bad = first_nonfinite(_state_dict_of(ckpt))
+        if bad is not None:
+            raise CheckpointMismatchError(
+                f'{path} holds weights that are not finite ({bad}): it was written after '
+                'training diverged; continue from an earlier checkpoint')
         meta = ckpt.get('meta')
         if not isinstance(meta, dict) or 'iter' not in meta or 'epoch' not in meta:
             raise CheckpointMismatchError(
