@@ -5,8 +5,10 @@
         [--results subnet_results.json] [--skips all] [--loop 1] [--max-frames N] \
         [--device cpu] [--score-thr 0.3]
 
-SOURCE is a folder of images (read in name order) or a video file (its frames, read with
-mmcv). The detector (mmdet's DetInferencer) is built once; its sub-networks are profiled
+SOURCE is a folder of images (read in name order; an image that does not decode is skipped
+with a warning naming it) or a video file (its frames, read with mmcv). The detector
+(mmdet's DetInferencer, loading the checkpoint strictly: one that does not fit the config
+stops the demo) is built once; its sub-networks are profiled
 (or the ``--profile`` of ``tools/analysis_tools/profile_subnets.py`` is read), timed once
 more through the inferencer call, and a ``mmadn.runtime.DepthController`` chooses the depth
 of every frame. Each frame's depth, latency and detection count are printed; the PNG shows
@@ -21,13 +23,14 @@ import os.path as osp
 import sys
 
 import mmcv
-from mmdet.apis import DetInferencer
 
 import mmadn  # noqa: F401
 from mmadn.analysis import profile_subnets
-from mmadn.models import find_adn_backbone
+from mmadn.models import CHECKPOINT_ERRORS, find_adn_backbone
 from mmadn.models.layers.skip import resolve_skips
 from mmadn.runtime import DepthController, plot_controller_log
+from mmadn.runtime.inferencer import StrictDetInferencer
+from mmadn.utils.fileio import read_json
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -59,6 +62,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _read_images(files):
+    """The images of ``files`` (BGR arrays); an image that does not decode is skipped
+    with a warning naming it."""
+    for path in files:
+        try:
+            image = mmcv.imread(path)
+        except (OSError, ValueError) as err:  # unreadable file
+            image, why = None, str(err)
+        else:
+            why = 'not a readable image'
+        if image is None:
+            print(f'WARNING: skipping {path}: {why}', file=sys.stderr, flush=True)
+            continue
+        yield image
+
+
 def open_stream(source: str):
     """The frames of ``source`` (BGR arrays) and how many there are."""
     if osp.isdir(source):
@@ -67,7 +86,7 @@ def open_stream(source: str):
         if not files:
             raise SystemExit(f'error: the folder {source!r} holds no image '
                              f'({", ".join(IMAGE_EXTS)})')
-        return (mmcv.imread(f) for f in files), len(files)
+        return _read_images(files), len(files)
     if not osp.isfile(source):
         raise SystemExit(f'error: {source!r} does not exist (expected a folder of images '
                          'or a video file)')
@@ -84,7 +103,7 @@ def frames_of(args):
     for _ in range(args.loop):
         frames, _ = open_stream(args.source)
         for frame in frames:
-            if frame is None:
+            if frame is None:  # a video's reader gives None at its end
                 break
             if args.max_frames is not None and count >= args.max_frames:
                 return
@@ -101,8 +120,11 @@ def main(argv=None):
         raise SystemExit(f'error: --loop {args.loop} / --max-frames {args.max_frames}: '
                          'expected integers >= 1')
     open_stream(args.source)  # a bad source fails before the model is built
-    inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
-                               show_progress=False)
+    try:
+        inferencer = StrictDetInferencer(model=args.config, weights=args.checkpoint,
+                                         device=args.device, show_progress=False)
+    except (ValueError, *CHECKPOINT_ERRORS) as err:  # the weights do not fit the config
+        raise SystemExit(f'error: {err}') from None
     model = inferencer.model
     try:
         backbone = find_adn_backbone(model)
@@ -114,8 +136,10 @@ def main(argv=None):
     if first is None:
         raise SystemExit(f'error: no frame could be read from {args.source!r}')
     if args.profile is not None:
-        with open(args.profile) as f:
-            profile = json.load(f)
+        try:
+            profile = read_json(args.profile, 'the .json of profile_subnets.py')
+        except ValueError as err:
+            raise SystemExit(f'error: --profile {err}') from None
     else:
         _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(first), batch_size=1)))
         inputs = model.data_preprocessor(data, False)['inputs']

@@ -45,9 +45,10 @@ quiet "$WORK_DIR/test.log" "$PY" tools/test.py "$DET_CONFIG" "$CKPT" \
     --work-dir "$WORK_DIR/test" --skip all
 
 step 5/5 "one validation image at the super-net and the base-net depth"
+RESULTS="$(ls -t "$WORK_DIR"/test/*/subnet_results.json | head -n 1)"
 quiet "$WORK_DIR/picture.log" "$PY" demo/adaptive_depth_demo.py "$DET_CONFIG" "$CKPT" \
     data/demo_shapes/val/000001.png --skips FFFF,TTTT --out "$WORK_DIR/depths.png" \
-    --device cpu
+    --results "$RESULTS" --device cpu
 
 echo
 echo "Demo: adaptive-depth Mask R-CNN (ResNet-18-ADN) on demo_shapes val, every sub-network"

@@ -14,7 +14,8 @@ from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
 import mmadn  # noqa: F401
-from mmadn.engine.launch import build_runner, load_config, positive_int, skips_argument
+from mmadn.engine.launch import (build_runner, check_output_path, explain_data_error, load_config,
+                                 positive_int, skips_argument)
 from mmadn.models import CHECKPOINT_ERRORS, CheckpointMismatchError, load_strictly
 
 
@@ -51,8 +52,13 @@ def main():
     args = parse_args()
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} does not exist')
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        raise SystemExit(f'error: --out {args.out}: expected a .pkl file name')
+    try:
+        if args.out is not None:
+            check_output_path(args.out, '--out', ('.pkl', '.pickle'), inputs=[args.checkpoint])
+        if args.show_dir is not None:
+            check_output_path(args.show_dir, '--show-dir', folder=True)
+    except ValueError as err:
+        raise SystemExit(f'error: {err}') from None
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     except (FileNotFoundError, ValueError) as err:
@@ -83,10 +89,12 @@ def main():
         runner.test()
     except (CheckpointMismatchError, *CHECKPOINT_ERRORS) as err:
         raise SystemExit(f'error: {err}') from None
-    except ValueError as err:  # a bad skip string: the message names it and the form
-        if 'skip=' not in str(err):
+    except (AssertionError, ValueError) as err:
+        # a bad skip string (the message names it and the form), data that cannot be read
+        message = str(err) if 'skip=' in str(err) else explain_data_error(cfg, err)
+        if message is None:
             raise
-        raise SystemExit(f'error: {err}') from None
+        raise SystemExit(f'error: {message}') from None
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ the median over rounds. On CUDA each timed call is synchronized.
 """
 import csv
 import json
+import math
 import os
 import os.path as osp
 import time
@@ -19,6 +20,7 @@ from mmengine.utils import ProgressBar
 
 from ..models.layers import AdaptiveDepthMixin, find_adn_backbone
 from ..models.layers.skip import SkipLike, resolve_skips
+from ..utils.fileio import read_json
 from .complexity import count_active_params, count_flops
 
 ProfileRows = List[Dict[str, Union[str, float]]]
@@ -147,16 +149,24 @@ def profile_subnets(model: nn.Module, inputs: torch.Tensor,
 # -- results, Pareto front, budgets --------------------------------------------------------
 
 
-def load_accuracy(results: Union[str, Mapping[str, Mapping[str, float]]],
-                  metric: Optional[str] = None) -> Tuple[Dict[str, float], str]:
+def load_accuracy(results: Union[str, Mapping[str, Mapping[str,
+                                                           float]]], metric: Optional[str] = None,
+                  scope: Optional[str] = None) -> Tuple[Dict[str, float], str]:
     """Accuracy per sub-network from ``subnet_results.json`` (written by
     ``tools/test.py --skip``) or the same mapping: ``skip -> metrics``. ``metric`` defaults
-    to the first of ``accuracy/top1``, ``coco/bbox_mAP``, ``coco/segm_mAP`` present."""
+    to the first of ``accuracy/top1``, ``coco/bbox_mAP``, ``coco/segm_mAP`` present.
+
+    ``scope`` (a profile's: ``'classifier'``, ``'backbone+neck'``, ``'backbone'``) refuses
+    the metric of the other task (a classifier's ``accuracy/...`` for a detector, and the
+    other way round). Every value must be a finite number."""
+    source = f'{results}: ' if isinstance(results, str) else ''
     if isinstance(results, str):
-        with open(results) as f:
-            results = json.load(f)
+        results = read_json(results, "the subnet_results.json of 'tools/test.py --skip'")
+    if not isinstance(results, Mapping) or not all(
+            isinstance(m, Mapping) for m in results.values()):
+        raise ValueError(f'{source}expected skip -> metrics, as tools/test.py --skip writes')
     if not results:
-        raise ValueError('the results hold no sub-network')
+        raise ValueError(f'{source}the results hold no sub-network')
     available = sorted({k for m in results.values() for k in m})
     if metric is None:
         metric = next(
@@ -167,8 +177,22 @@ def load_accuracy(results: Union[str, Mapping[str, Mapping[str, float]]],
                              f'of {available}')
     missing = [s for s, m in results.items() if metric not in m]
     if missing:
-        raise ValueError(f'metric={metric!r} is missing for {missing}; available: {available}')
-    return {skip: float(m[metric]) for skip, m in results.items()}, metric
+        raise ValueError(f'{source}metric={metric!r} is missing for {missing}; available: '
+                         f'{available}')
+    if scope is not None and metric.startswith('accuracy/') != (scope == 'classifier'):
+        task = 'a classification' if metric.startswith('accuracy/') else 'a detection'
+        model = 'a classifier' if scope == 'classifier' else f'a detector ({scope})'
+        raise ValueError(f'{source}metric={metric!r} is {task} metric, but the model is '
+                         f"{model}: give the results of this model's tools/test.py --skip run")
+    accuracy = {}
+    for skip, m in results.items():
+        value = m[metric]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ValueError(f'{source}{metric} of {skip} is {value!r}: expected a finite '
+                             'number')
+        accuracy[skip] = float(value)
+    return accuracy, metric
 
 
 def pareto_front(points: Mapping[str, Tuple[float, float]]) -> List[str]:

@@ -5,7 +5,6 @@ latency to a :class:`~mmadn.runtime.policy.DepthPolicy` moving along the Pareto 
 model's sub-network profile, and switches the depth the policy chooses. A switch costs one
 ``backbone.set_skip`` by default; nothing is rebuilt or reloaded.
 """
-import json
 import logging
 import math
 import time
@@ -18,6 +17,7 @@ from ..analysis import load_accuracy, measure_latency, pareto_front
 from ..analysis.profile import profile_forward
 from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
+from ..utils.fileio import read_json
 from .policy import DepthPolicy
 
 ProfileLike = Union[str, Sequence[Mapping]]
@@ -40,8 +40,7 @@ def _load_profile(profile: ProfileLike) -> List[dict]:
             raise ValueError(f'profile={profile!r}: expected the .json written by '
                              'profile_subnets / tools/analysis_tools/profile_subnets.py, '
                              'or its rows')
-        with open(profile) as f:
-            profile = json.load(f)
+        profile = read_json(profile, 'the .json written by profile_subnets')
     if not isinstance(profile, (list, tuple)) or not profile \
             or not all(isinstance(r, Mapping) for r in profile):
         raise ValueError('profile: expected a non-empty list of rows (dicts with skip, '
@@ -119,7 +118,7 @@ class DepthController:
         self.cost = 'latency_ms' if cost == 'latency' else 'gflops'
         self.rows = self._check_profile(_load_profile(profile))
         if isinstance(accuracy, str):
-            accuracy, metric = load_accuracy(accuracy, metric)
+            accuracy, metric = load_accuracy(accuracy, metric, profile_forward(self.model)[1])
         if accuracy is not None:
             missing = [r['skip'] for r in self.rows if r['skip'] not in accuracy]
             if missing:

@@ -1,3 +1,4 @@
+import json
 import re
 
 import mmcv
@@ -74,16 +75,31 @@ def test_adaptive_depth_demo_writes_one_picture(det_ckpt, det_data_root, tmp_pat
     config, ckpt = det_ckpt
     image = first_image(det_data_root, 'val/*.png')
     out_file = str(tmp_path / 'depths.png')
+    results = tmp_path / 'subnet_results.json'
+    results.write_text(
+        json.dumps({
+            s: {
+                'coco/bbox_mAP': m
+            }
+            for s, m in (('FFFF', 0.5), ('TTFF', 0.45), ('TTTT', 0.4))
+        }))
     demo = load_tool('demo/adaptive_depth_demo.py')
     assert demo.main([
         config, ckpt, image, '--skips', 'FFFF,TTFF,base', '--out', out_file, '--repeats', '1',
-        '--score-thr', '0'
+        '--score-thr', '0', '--results',
+        str(results)
     ]) == 0
     out = capsys.readouterr().out
-    times = re.findall(r'^(FFFF|TTFF|TTTT): ([\d.]+) ms \(median of 1\)', out, re.M)
-    assert [t[0] for t in times] == ['FFFF', 'TTFF', 'TTTT']
+    times = re.findall(
+        r'^(FFFF|TTFF|TTTT): ([\d.]+) ms \(median of 1\), \d+ detections >= 0\.0, '
+        r'bbox mAP ([\d.]+)$', out, re.M)
+    assert [(t[0], t[2]) for t in times] == [('FFFF', '0.500'), ('TTFF', '0.450'),
+                                             ('TTTT', '0.400')]
     assert all(float(t[1]) > 0 for t in times)
-    original = mmcv.imread(image).astype(np.int16)
+    # drawn on the image upscaled (nearest) so that its shorter side has 384 pixels
+    original = mmcv.imread(image)
+    original = mmcv.imrescale(original, 384 / min(original.shape[:2]),
+                              interpolation='nearest').astype(np.int16)
     height, width = original.shape[:2]
     picture = mmcv.imread(out_file).astype(np.int16)
     assert picture.shape[1] == 3 * width and picture.shape[0] > height

@@ -204,3 +204,32 @@ def test_stream_demo_rejects_bad_input(det_ckpt, det_data_root, tmp_path):
         json.dump([dict(skip='FFF', gflops=2.0, latency_ms=20.0)], f)
     with pytest.raises(SystemExit, match=r"error: profile row 0 does not fit this model "):
         demo.main([config, ckpt, det_data_root + '/val', '--budget-ms', '50', '--profile', profile])
+
+
+def test_stream_demo_loads_strictly_and_names_an_unreadable_frame(det_ckpt, cls_ckpt, det_data_root,
+                                                                  tmp_path, capsys):
+    config, ckpt = det_ckpt
+    demo = load_tool('demo/adaptive_depth_stream.py')
+    # a classifier's checkpoint with the detector's config: refused, nothing drawn
+    with pytest.raises(SystemExit, match="error: checkpoint .* does not fit|holds another "
+                       'model'):
+        demo.main([
+            config, cls_ckpt[1], det_data_root + '/val', '--budget-ms', '1000', '--out',
+            str(tmp_path / 'no.png')
+        ])
+    assert not (tmp_path / 'no.png').exists()
+    # a folder of 7 images whose 4th does not decode: 6 frames, one warning naming it
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i, path in enumerate(sorted(glob.glob(det_data_root + '/val/*.png'))[:7]):
+        (folder / f'{i}.png').write_bytes(open(path, 'rb').read() if i != 3 else b'not a png')
+    capsys.readouterr()
+    assert demo.main([
+        config, ckpt,
+        str(folder), '--budget-ms', '100000', '--skips', 'FFFF,TTTT', '--out',
+        str(tmp_path / 'stream.png')
+    ]) == 0
+    out, err = capsys.readouterr()
+    assert '6 frames:' in out
+    assert [ln for ln in err.splitlines() if ln.startswith('WARNING: skipping')
+            ] == [f'WARNING: skipping {folder / "3.png"}: not a readable image']

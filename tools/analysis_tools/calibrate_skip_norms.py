@@ -13,6 +13,7 @@ detector trained under frozen norms, new statistics change the function it learn
 "Skip-norm calibration", has the measurement).
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -23,9 +24,10 @@ from mmengine.runner import Runner, save_checkpoint
 from tqdm import tqdm
 
 import mmadn  # noqa: F401
-from mmadn.engine.launch import load_config
-from mmadn.models import build_model, find_adn_backbone
+from mmadn.engine.launch import check_output_path, load_config
+from mmadn.models import CHECKPOINT_ERRORS, build_model, find_adn_backbone
 from mmadn.models.layers import calibrate_skip_norms
+from mmadn.utils.fileio import replace_atomically, temporary_path
 
 
 def parse_args(argv=None):
@@ -53,11 +55,12 @@ def main(argv=None) -> int:
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
             raise SystemExit(f'error: {path!r} does not exist')
-    cfg = load_config(args.config, args.cfg_options)
-    model, meta = build_model(cfg, args.checkpoint)
     try:
+        check_output_path(args.out, '--out', ('.pth', ), inputs=[args.checkpoint])
+        cfg = load_config(args.config, args.cfg_options)
+        model, meta = build_model(cfg, args.checkpoint)
         backbone = find_adn_backbone(model)
-    except TypeError as err:
+    except (TypeError, ValueError, *CHECKPOINT_ERRORS) as err:
         raise SystemExit(f'error: {err}') from None
     skips = [s.strip() for s in args.skips.split(',')]
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
@@ -80,9 +83,14 @@ def main(argv=None) -> int:
         meta, skip_norm_calibration=dict(num_batches=args.num_batches, skips=skips,
                                          source=osp.abspath(args.checkpoint)))
     if osp.dirname(args.out):
-        import os
         os.makedirs(osp.dirname(args.out), exist_ok=True)
-    save_checkpoint({'meta': meta, 'state_dict': model.state_dict()}, args.out)
+    tmp = temporary_path(args.out)  # a write that fails leaves an existing --out as it was
+    try:
+        save_checkpoint({'meta': meta, 'state_dict': model.state_dict()}, tmp)
+        replace_atomically(tmp, args.out)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
     print(f'calibrated {len(names)} skip norms ({names[0]}, ...) on {args.num_batches} '
           f'batches through {skips}; wrote {args.out}')
     return 0

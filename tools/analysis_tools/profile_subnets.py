@@ -21,7 +21,8 @@ from mmengine.config import DictAction
 import mmadn  # noqa: F401
 from mmadn.analysis import (load_accuracy, plot_profile, profile_forward, profile_subnets,
                             save_profile)
-from mmadn.engine.launch import load_config, non_negative_int, positive_int, skips_argument
+from mmadn.engine.launch import (check_output_path, load_config, non_negative_int, positive_int,
+                                 skips_argument)
 from mmadn.models import (CHECKPOINT_ERRORS, CheckpointMismatchError, build_model,
                           find_adn_backbone, load_strictly)
 from mmadn.models.layers.skip import resolve_skips
@@ -107,13 +108,18 @@ def main(argv=None):
         _fail('--device cuda: no CUDA device is available here; use --device cpu')
     try:
         cfg = load_config(args.config, args.cfg_options)
+        if args.results:  # read before the model is built; its task is checked after
+            load_accuracy(args.results, args.metric)
+        if args.out:
+            check_output_path(args.out + '.json', '--out', inputs=[args.results or ''])
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     try:
         model = build_checked(cfg, args.checkpoint, args.device)
         backbone = find_adn_backbone(model, user=args.config)
         skips = resolve_skips(args.skips, backbone.num_skippable_stages)
-        accuracy, metric = (load_accuracy(args.results, args.metric) if args.results else
+        accuracy, metric = (load_accuracy(args.results, args.metric,
+                                          profile_forward(model)[1]) if args.results else
                             (None, None))
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         _fail(str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) else str(err))

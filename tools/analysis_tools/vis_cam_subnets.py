@@ -26,7 +26,7 @@ from mmengine.runner import load_checkpoint
 import mmadn  # noqa: F401
 from mmadn.analysis.cam import (METHODS, class_names_of, load_image, model_task, plot_subnet_maps,
                                 resolve_blocks, subnet_maps)
-from mmadn.engine.launch import load_config
+from mmadn.engine.launch import check_output_path, load_config
 from mmadn.models import build_model, find_adn_backbone
 from mmadn.models.layers.skip import resolve_skips
 
@@ -120,6 +120,12 @@ def main(argv=None):
     if not osp.isfile(args.checkpoint):
         _fail(f'checkpoint {args.checkpoint!r} does not exist')
     images = list_images(args.img)
+    if args.out is not None:
+        many = out_path(args.out, images[0], len(images) > 1) != args.out
+        try:
+            check_output_path(args.out, '--out', folder=many, inputs=images)
+        except ValueError as err:
+            _fail(str(err))
     try:
         model, _ = build_model(cfg)
     except Exception as err:  # a config error: one line, not the registry's traceback

@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction
 
 import mmadn  # noqa: F401
 from mmadn.deploy import build_model, export_onnx, export_static, onnx_max_abs_diff
+from mmadn.engine.launch import check_output_path
 from mmadn.models import find_adn_backbone
 
 
@@ -58,6 +59,13 @@ def static_model(cfg: Config, checkpoint: str, skip):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        for path in (args.config, args.checkpoint):
+            if not osp.isfile(path):
+                raise ValueError(f'{path!r} does not exist')
+        check_output_path(args.out, '--out', ('.onnx', ), inputs=[args.checkpoint])
+    except ValueError as err:
+        raise SystemExit(f'error: {err}') from None
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -9,6 +9,7 @@ then loaded back as a user would and checked against the adaptive model at that 
 random input (classifier: logits; detector: backbone + neck features).
 """
 import argparse
+import os.path as osp
 import sys
 
 import torch
@@ -17,6 +18,8 @@ from mmengine.config import Config, DictAction
 import mmadn  # noqa: F401
 from mmadn.analysis import count_active_params
 from mmadn.deploy import build_model, export_subnet, max_abs_diff, num_params, tensor_forward
+from mmadn.engine.launch import check_output_path
+from mmadn.models.layers.skip import check_skip_form
 
 
 def parse_args(argv=None):
@@ -38,6 +41,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        for path in (args.config, args.checkpoint):
+            if not osp.isfile(path):
+                raise ValueError(f'{path!r} does not exist')
+        check_skip_form(args.skip, '--skip')
+        check_output_path(args.out, '--out', folder=True)
         result = export_subnet(args.config, args.checkpoint, args.skip, args.out, args.cfg_options)
     except (ValueError, NotImplementedError, TypeError) as err:
         raise SystemExit(f'error: {err}') from None
