@@ -149,3 +149,10 @@ def default_num_shared_blocks(num_blocks: int) -> int:
     """The authors' split of a stage of ``num_blocks`` residual blocks: the first
     ``min(num_blocks - 1, (num_blocks + 1) // 2)`` blocks are shared (never skipped)."""
     return min(num_blocks - 1, (num_blocks + 1) // 2)
+
+
+#: metadata of a dynamic-depth ONNX file (inputs ``input`` and ``skip``, one bool per
+#: skippable stage): written by mmadn.deploy, read by mmadn.runtime
+ONNX_META_STAGES = 'mmadn.num_skippable_stages'
+ONNX_META_SCOPE = 'mmadn.scope'
+ONNX_META_GFLOPS = 'mmadn.gflops'
