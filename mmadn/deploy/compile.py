@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, resolve_skips
+from ..utils.torch_compat import has_cond
 from .static_export import tensor_forward
 
 
@@ -79,6 +80,9 @@ def compile_all_depths(model: nn.Module, inputs: torch.Tensor, skips: SkipLike =
         RuntimeError: when a depth after the first compiled another graph or dynamo gave
             up on a frame (it would then run eager), naming the depth and the counts.
     """
+    if not has_cond():
+        raise RuntimeError(f'torch {torch.__version__} has no torch.cond: a compiled graph '
+                           'serves one depth there (compile_all_depths needs torch.cond)')
     backbone = dynamic_depth_backbone(model, user='compile_all_depths')
     model.eval()
     fn = tensor_forward(model) if fn is None else fn

@@ -14,7 +14,7 @@ import mmadn  # noqa: F401
 from mmadn.deploy import (DynamicDepthForward, build_model, compile_all_depths, dynamo_counts,
                           onnx_dynamic_max_abs_diff, tensor_forward)
 from mmadn.models.layers.skip import format_skip
-from mmadn.utils.torch_compat import dynamic_onnx_export_support
+from mmadn.utils.torch_compat import dynamic_onnx_export_support, has_cond
 from .conftest import CLS_DEMO, DET_DEMO, randomize_norms
 
 
@@ -31,6 +31,12 @@ def flat(out):
     return [out] if isinstance(out, torch.Tensor) else [t for o in out for t in flat(o)]
 
 
+NO_EXPORT = dynamic_onnx_export_support()
+needs_export = pytest.mark.skipif(bool(NO_EXPORT), reason=NO_EXPORT)
+
+
+@pytest.mark.skipif(not (has_cond() and hasattr(torch.compiler, 'set_stance')),
+                    reason='torch.cond and torch.compiler.set_stance needed (newer torch)')
 @pytest.mark.parametrize('config,shape', [(CLS_DEMO, (2, 3, 32, 32)), (DET_DEMO, (1, 3, 64, 96))],
                          ids=['classifier', 'detector-backbone-neck'])
 @torch.no_grad()
@@ -77,6 +83,7 @@ def test_compiled_model_switches_through_every_depth_on_one_graph(config, shape)
     assert all(torch.equal(a, b) for a, b in zip(flat(eager(x)), expected[skips[3]]))
 
 
+@needs_export
 def test_dynamic_onnx_classifier_equals_torch_at_every_depth(dynamic_cls_onnx):
     onnx_file, config, ckpt, printed = dynamic_cls_onnx
     assert 'every depth; inputs input 1x3x32x32, skip bool[4]; outputs logits' in printed
@@ -127,6 +134,7 @@ def test_dynamic_onnx_classifier_equals_torch_at_every_depth(dynamic_cls_onnx):
     assert 'BatchNormalization' not in optimized
 
 
+@needs_export
 def test_dynamic_onnx_detector_backbone_neck_equals_torch_at_every_depth(dynamic_det_onnx):
     onnx_file, config, ckpt = dynamic_det_onnx
     model, _ = build_model(Config.fromfile(config), ckpt)
@@ -151,7 +159,7 @@ def test_dynamic_depth_needs_tensor_skip_flags():
             pass
 
 
-@pytest.mark.skipif(not dynamic_onnx_export_support(),
+@pytest.mark.skipif(not NO_EXPORT,
                     reason='this torch exports torch.cond; the refusal is for older torch')
 def test_old_torch_gets_one_line(cls_ckpt, tmp_path, capsys):
     from .conftest import load_tool
