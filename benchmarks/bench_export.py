@@ -11,7 +11,8 @@ of the dynamic-depth ONNX file against the static ONNX file of each depth.
 (``export_onnx.py --skip TTFF``); both run on ONNX Runtime's CPU provider (``--threads``
 intra-op threads), batch 1, each depth's two runs interleaved (the order alternating each
 round), medians. Prints each depth's dynamic / static latency ratio, the largest output
-difference between the two files and the file sizes (dynamic / static super-net).
+difference (dynamic against static file; with ``--openvino`` also OpenVINO against ONNX
+Runtime) and the file sizes (dynamic / static super-net).
 ``--openvino`` (the optional ``openvino`` package) also times OpenVINO's CPU runtime on the
 dynamic file, in the same rounds.
 

@@ -13,6 +13,7 @@ from mmengine.config import Config
 import mmadn  # noqa: F401
 from mmadn.deploy import (DynamicDepthForward, build_model, compile_all_depths, dynamo_counts,
                           onnx_dynamic_max_abs_diff, tensor_forward)
+from mmadn.models.backbones import ResNetADN
 from mmadn.models.layers.skip import format_skip
 from mmadn.utils.torch_compat import dynamic_onnx_export_support, has_cond
 from .conftest import CLS_DEMO, DET_DEMO, randomize_norms
@@ -170,3 +171,22 @@ def test_old_torch_gets_one_line(cls_ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith(f'error: torch {torch.__version__} cannot export the depth')
+
+
+@pytest.mark.skipif(not has_cond(), reason='torch.cond needed (newer torch)')
+def test_training_mode_compiles_one_graph_per_depth():
+    """In training mode the norms update their statistics, which a cond branch may not:
+    the Python flag is traced, one graph for each depth that runs (super-net, base-net)."""
+    torch.manual_seed(0)
+    backbone = ResNetADN(depth=18, base_channels=8, stem_channels=8).train()
+    x = torch.randn(2, 3, 32, 32)
+    torch._dynamo.reset()
+    before = dynamo_counts()
+    compiled = torch.compile(backbone, backend='eager')
+    for skip in ('FFFF', 'TTTT', 'FFFF', 'TTTT'):
+        backbone.set_skip(skip)
+        out = compiled(x)
+        with torch.no_grad():
+            assert (out[-1] - backbone(x)[-1]).abs().max() < 1e-5  # batch statistics
+    after = dynamo_counts()
+    assert after['graphs'] - before['graphs'] == 2 and after['frames'] == after['frames_ok']
