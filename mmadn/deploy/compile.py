@@ -98,6 +98,8 @@ def compile_all_depths(model: nn.Module, inputs: torch.Tensor, skips: SkipLike =
             before = dynamo_counts()
             t0 = time.perf_counter()
             compiled(inputs)
+            if inputs.is_cuda:
+                torch.cuda.synchronize()
             first[name] = time.perf_counter() - t0
             after = dynamo_counts()
             failed = (after['frames'] - after['frames_ok']) - (before['frames'] -

@@ -190,3 +190,20 @@ def test_training_mode_compiles_one_graph_per_depth():
             assert (out[-1] - backbone(x)[-1]).abs().max() < 1e-5  # batch statistics
     after = dynamo_counts()
     assert after['graphs'] - before['graphs'] == 2 and after['frames'] == after['frames_ok']
+
+
+@pytest.mark.skipif(not has_cond(), reason='torch.cond needed (newer torch)')
+def test_compile_all_depths_refuses_a_forward_that_recompiles_per_depth():
+    model = demo_model(CLS_DEMO)
+    backbone = model.backbone
+
+    def per_depth(x):  # reads the Python depth: dynamo guards on it, one graph per depth
+        scale = 1.0 if backbone.skip_str == 'FFFF' else 2.0
+        return model(x, mode='tensor') * scale
+
+    torch._dynamo.reset()
+    with pytest.raises(
+            RuntimeError, match=r'depth FFFT did not run on the graph compiled for '
+            r'the first depth: 1 new graph\(s\), 0 frame\(s\)'):
+        compile_all_depths(model, torch.randn(1, 3, 32, 32), fn=per_depth, backend='eager')
+    assert backbone.skip_str == 'FFFF'  # the depth it had
