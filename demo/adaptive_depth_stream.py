@@ -3,7 +3,7 @@
     python demo/adaptive_depth_stream.py CONFIG CKPT SOURCE --budget-ms 80 \
         [--out stream.png] [--log stream.json] [--profile PROFILE.json] \
         [--results subnet_results.json] [--skips all] [--loop 1] [--max-frames N] \
-        [--device cpu] [--score-thr 0.3]
+        [--device cpu] [--score-thr 0.3] [--onnx BACKBONE_NECK.onnx]
 
 SOURCE is a folder of images (read in name order; an image that does not decode is skipped
 with a warning naming it) or a video file (its frames, read with mmcv). The detector
@@ -13,6 +13,12 @@ stops the demo) is built once; its sub-networks are profiled
 more through the inferencer call, and a ``mmadn.runtime.DepthController`` chooses the depth
 of every frame. Each frame's depth, latency and detection count are printed; the PNG shows
 latency and depth over time.
+
+``--onnx FILE`` runs the backbone + neck from the dynamic-depth ONNX file of this detector
+(``tools/deployment/export_onnx.py CONFIG CKPT --skip dynamic --dynamic-hw``) on ONNX
+Runtime (CPU): the controller switches the depth through the file's ``skip`` input; the heads
+and the pre- and post-processing stay in PyTorch. The profile then comes from the session
+(its latency per depth; GFLOPs written in the file).
 """
 import argparse
 import glob
@@ -28,7 +34,7 @@ import mmadn  # noqa: F401
 from mmadn.analysis import profile_subnets
 from mmadn.models import CHECKPOINT_ERRORS, find_adn_backbone
 from mmadn.models.layers.skip import resolve_skips
-from mmadn.runtime import DepthController, plot_controller_log
+from mmadn.runtime import DepthController, OnnxDepthModel, plot_controller_log
 from mmadn.runtime.inferencer import StrictDetInferencer
 from mmadn.utils.fileio import read_json
 
@@ -57,6 +63,9 @@ def parse_args(argv=None):
                         'many times (default 1)')
     parser.add_argument('--max-frames', type=int, help='stop after this many frames')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
+    parser.add_argument(
+        '--onnx', help='run the backbone + neck from this dynamic-depth ONNX '
+        'file (export_onnx.py --skip dynamic --dynamic-hw) on ONNX Runtime')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='count detections scoring at least this (default 0.3)')
     return parser.parse_args(argv)
@@ -111,9 +120,24 @@ def frames_of(args):
             yield frame
 
 
+def onnx_backbone_neck(model, onnx_file: str) -> OnnxDepthModel:
+    """Run ``model``'s backbone + neck from ``onnx_file`` (a dynamic-depth file of this
+    detector): ``model.extract_feat`` becomes the session's call, at the session's depth."""
+    session = OnnxDepthModel(onnx_file)
+    n = find_adn_backbone(model).num_skippable_stages
+    if session.scope != 'backbone+neck' or session.num_skippable_stages != n:
+        raise ValueError(f'--onnx {onnx_file}: a {session.scope!r} with '
+                         f'{session.num_skippable_stages} skippable stages; expected the '
+                         f"backbone + neck of this detector ({n} stages, export_onnx.py "
+                         '--skip dynamic --dynamic-hw)')
+    device = next(model.parameters()).device
+    model.extract_feat = lambda inputs: tuple(o.to(device) for o in session(inputs))
+    return session
+
+
 def main(argv=None):
     args = parse_args(argv)
-    for path in (args.config, args.checkpoint, args.profile, args.results):
+    for path in (args.config, args.checkpoint, args.profile, args.results, args.onnx):
         if path is not None and not osp.isfile(path):
             raise SystemExit(f'error: {path!r} does not exist')
     if args.loop < 1 or (args.max_frames is not None and args.max_frames < 1):
@@ -129,6 +153,7 @@ def main(argv=None):
     try:
         backbone = find_adn_backbone(model)
         skips = resolve_skips(args.skips, backbone.num_skippable_stages)
+        session = onnx_backbone_neck(model, args.onnx) if args.onnx else None
     except (TypeError, ValueError) as err:
         raise SystemExit(f'error: {err}') from None
     frames = frames_of(args)
@@ -143,12 +168,16 @@ def main(argv=None):
     else:
         _, data = next(iter(inferencer.preprocess(inferencer._inputs_to_list(first), batch_size=1)))
         inputs = model.data_preprocessor(data, False)['inputs']
-        profile = profile_subnets(model, inputs, skips=skips, warmup=1, repeats=3)
+        if session is not None:
+            profile = session.profile(inputs, skips=skips, warmup=1, repeats=3)
+        else:
+            profile = profile_subnets(model, inputs, skips=skips, warmup=1, repeats=3)
         print('profiled ' + ', '.join(f"{r['skip']} {r['latency_ms']:.1f} ms"
                                       for r in profile) + f" ({profile[0]['scope']})")
     call = dict(return_datasamples=True, no_save_pred=True)
     try:
-        ctrl = DepthController(inferencer, profile, args.budget_ms, accuracy=args.results)
+        ctrl = DepthController(inferencer, profile, args.budget_ms, accuracy=args.results,
+                               switch=None if session is None else session.set_skip)
         measured = ctrl.calibrate(first, **call)
     except (TypeError, ValueError) as err:
         raise SystemExit(f'error: {err}') from None

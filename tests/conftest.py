@@ -99,3 +99,44 @@ def load_tool(relpath):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The dynamic-depth ONNX files of the demo models, exported once per session for the deploy
+# and the run-time tests (an export takes 20-30 s; a fixture defined in both folders' conftest
+# would run twice). Their tiny checkpoints are the deploy tests' (randomized norms).
+@pytest.fixture(scope='session')
+def dynamic_cls_onnx(tmp_path_factory):
+    """The demo classifier's dynamic-depth file, as ``export_onnx.py --skip dynamic`` writes
+    it at 32 x 32 px: (file, config, checkpoint, what the tool printed)."""
+    import contextlib
+    import io
+
+    from .test_deploy.conftest import load_tool, save_tiny_checkpoint
+    folder = tmp_path_factory.mktemp('onnx')
+    ckpt = save_tiny_checkpoint(CLS_DEMO, str(folder / 'cls.pth'))
+    out_file = str(folder / 'cls_dynamic.onnx')
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = load_tool('tools/deployment/export_onnx.py').main(
+            [CLS_DEMO, ckpt, '--skip', 'dynamic', '--out', out_file, '--shape', '32', '32'])
+    assert code == 0, printed.getvalue()
+    return out_file, CLS_DEMO, ckpt, printed.getvalue()
+
+
+@pytest.fixture(scope='session')
+def dynamic_det_onnx(tmp_path_factory):
+    """The demo detector's backbone + neck as a dynamic-depth file, H and W any multiple of
+    32 (exported at 64 x 64): (file, config, checkpoint)."""
+    from mmengine.config import Config
+
+    from mmadn.analysis import profile_subnets
+    from mmadn.deploy import build_model, export_onnx_dynamic
+    from .test_deploy.conftest import save_tiny_checkpoint
+    folder = tmp_path_factory.mktemp('onnx')
+    ckpt = save_tiny_checkpoint(DET_DEMO, str(folder / 'det.pth'))
+    model, _ = build_model(Config.fromfile(DET_DEMO), ckpt)
+    x = torch.randn(1, 3, 64, 64)
+    gflops = {r['skip']: r['gflops'] for r in profile_subnets(model, x, latency=False)}
+    out_file = str(folder / 'det_dynamic.onnx')
+    export_onnx_dynamic(model, out_file, shape=(64, 64), gflops=gflops, dynamic_hw=True)
+    return out_file, DET_DEMO, ckpt

@@ -18,6 +18,7 @@ from ..analysis.profile import profile_forward
 from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, parse_skip
 from ..utils.fileio import read_json
+from .onnx_model import OnnxDepthModel
 from .policy import DepthPolicy
 
 ProfileLike = Union[str, Sequence[Mapping]]
@@ -30,8 +31,8 @@ def _model_of(target) -> nn.Module:
     if isinstance(model, nn.Module):
         return model  # mmdet's DetInferencer, mmpretrain's ImageClassificationInferencer
     raise TypeError(f'target of type {type(target).__name__}: expected a model with an ADN '
-                    'backbone (nn.Module) or an inferencer holding one in .model '
-                    '(DetInferencer, ImageClassificationInferencer)')
+                    'backbone (nn.Module), an inferencer holding one in .model '
+                    '(DetInferencer, ImageClassificationInferencer) or an OnnxDepthModel')
 
 
 def _load_profile(profile: ProfileLike) -> List[dict]:
@@ -59,9 +60,11 @@ class DepthController:
     from the call's latency and the levels' expected ones (the profile's until calibrated).
 
     Args:
-        target: a detector / classifier with an ADN backbone, or an inferencer holding one
+        target: a detector / classifier with an ADN backbone, an inferencer holding one
             in ``.model`` (mmdet's ``DetInferencer``, mmpretrain's
-            ``ImageClassificationInferencer``).
+            ``ImageClassificationInferencer``), or an
+            :class:`~mmadn.runtime.OnnxDepthModel` (an ONNX Runtime session of a
+            dynamic-depth file, whose ``set_skip`` sets the ``skip`` input of its runs).
         profile: rows of :func:`mmadn.analysis.profile_subnets` (``skip``, ``gflops``,
             ``latency_ms``, ...) measured on this model, or the ``.json`` they were saved
             to. Rows whose skips do not fit the model's backbone are refused.
@@ -97,8 +100,14 @@ class DepthController:
                  start: SkipLike = None, logger: Union[str, logging.Logger, None] = 'current',
                  switch: Optional[Callable[[str], None]] = None):
         self.target = target
-        self.model = _model_of(target)
-        self.backbone = find_adn_backbone(self.model)
+        if isinstance(target, OnnxDepthModel):
+            # the session has the depth API itself; its runs return when their outputs are ready
+            self.model, self.backbone, self._scope = None, target, target.scope
+            sync = False if sync is None else sync
+        else:
+            self.model = _model_of(target)
+            self.backbone = find_adn_backbone(self.model)
+            self._scope = profile_forward(self.model)[1]
         self.fn = target if fn is None else fn
         self.switch = self.backbone.set_skip if switch is None else switch
         for name, value in (('fn', self.fn), ('switch', self.switch)):
@@ -145,7 +154,7 @@ class DepthController:
     def _check_profile(self, rows: List[dict]) -> List[dict]:
         n = self.backbone.num_skippable_stages
         name = type(self.backbone).__name__
-        scope = profile_forward(self.model)[1]
+        scope = self._scope
         seen = set()
         for i, row in enumerate(rows):
             try:
@@ -154,7 +163,7 @@ class DepthController:
                 raise ValueError(
                     f'profile row {i} does not fit this model ({name} with {n} skippable '
                     f'stages), is the profile from another model? {err}') from None
-            if row.get('scope', scope) != scope:
+            if scope is not None and row.get('scope', scope) != scope:
                 raise ValueError(
                     f"profile row {i} ({skip}) was measured on a {row['scope']!r}, this "
                     f'model is profiled as {scope!r}: is the profile from another model?')

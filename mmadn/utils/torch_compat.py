@@ -23,3 +23,35 @@ def register_load_state_dict_pre_hook(module: torch.nn.Module, hook: Callable):
 def onnx_export_has_dynamo() -> bool:
     """Whether ``torch.onnx.export`` takes ``dynamo=`` (torch >= 2.5)."""
     return 'dynamo' in inspect.signature(torch.onnx.export).parameters
+
+
+def is_compiling() -> bool:
+    """Whether torch.compile (dynamo) is tracing the running code (torch >= 2.3 has
+    ``torch.compiler.is_compiling``; older torch ``torch._dynamo.is_compiling``)."""
+    fn = getattr(torch.compiler, 'is_compiling', None)
+    if fn is None:
+        fn = getattr(torch._dynamo, 'is_compiling', None)
+    return bool(fn()) if fn is not None else False
+
+
+def is_exporting() -> bool:
+    """Whether torch.export is tracing the running code (False on torch without
+    ``torch.compiler.is_exporting``)."""
+    fn = getattr(torch.compiler, 'is_exporting', None)
+    return bool(fn()) if fn is not None else False
+
+
+def has_cond() -> bool:
+    """Whether this torch has ``torch.cond``."""
+    return callable(getattr(torch, 'cond', None))
+
+
+def dynamic_onnx_export_support() -> str:
+    """``''`` if this torch can export ``torch.cond`` to an ONNX ``If`` (the dynamo exporter,
+    ``torch.onnx.export(..., dynamo=True)``, and ``torch.cond``), else the one line that says
+    why not."""
+    if onnx_export_has_dynamo() and has_cond() and hasattr(torch.compiler, 'is_exporting'):
+        return ''
+    return (f'torch {torch.__version__} cannot export the depth as an input (--skip dynamic '
+            'needs torch.cond and torch.onnx.export(dynamo=True), torch >= 2.5; tested with '
+            '2.14); export one depth per file instead, e.g. --skip TTFF')

@@ -375,3 +375,33 @@ def test_plugins_pass_through_and_every_subnet_runs():
     with torch.no_grad():
         outs = {format_skip(s): m.set_skip(s)(x)[-1] for s in [(False, ) * 4, (True, ) * 4]}
     assert outs['FFFF'].shape == outs['TTTT'].shape == (1, 512, 2, 2)
+
+
+def test_skip_flags_as_tensors_and_norm_set_views_follow_the_model():
+    """The tensor copy of each stage's flag follows set_skip and stays out of checkpoints;
+    the norm-set views of the shared blocks (what compiled graphs call) see the block's
+    modules through a deep copy and a dtype change, and run the same as the eager model."""
+    torch.manual_seed(0)
+    model = ResNetADN(depth=18, base_channels=8, stem_channels=8).eval()
+    keys = set(model.state_dict())
+    model.set_skip('TFTF')
+    assert [bool(getattr(model, n).skip_flag) for n in model.res_layers] == [1, 0, 1, 0]
+    assert model.skip_flag_buffers() == [f'layer{i}.skip_flag' for i in range(1, 5)]
+    assert set(model.state_dict()) == keys  # non-persistent: checkpoints do not change
+    block = model.layer1[0]
+    assert block.norm_set_view(True).norm1 is block.bn1_skip
+    assert block.norm_set_view(False).norm1 is block.bn1
+    assert block.norm1 is block.bn1_skip  # the eager block follows set_skip ...
+    model.set_skip('FFFF')
+    assert block.norm1 is block.bn1 and block.norm_set_view(True).norm1 is block.bn1_skip
+    assert 'view' not in ' '.join(n for n, _ in model.named_modules())
+    twin = copy.deepcopy(model).double()
+    view = twin.layer1[0].norm_set_view(True)
+    assert view.norm1 is twin.layer1[0].bn1_skip and view.conv1.weight.dtype == torch.float64
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        model.set_skip('TFFF')
+        expected = model.layer1(x)
+        assert torch.equal(model.layer1._shared_path(x), expected)
+        model.set_skip('FFFF')
+        assert torch.equal(model.layer1._full_path(x), model.layer1(x))

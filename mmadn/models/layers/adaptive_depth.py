@@ -66,6 +66,40 @@ class AdaptiveDepthMixin:
         finally:
             self.set_skip(saved)
 
+    def skip_flag_buffers(self) -> List[str]:
+        """Names (relative to the backbone) of the 0-dim bool buffers, one per skippable
+        stage, that compiled and exported graphs read the depth from; ``set_skip`` keeps
+        them in step. A backbone without them switches its depth in eager mode only."""
+        raise NotImplementedError(
+            f'{type(self).__name__} keeps its depth in Python state only: compiled and '
+            'exported graphs of it serve the depth they were traced at (ResNetADN keeps its '
+            'skip flags as tensors, see skip_flag_buffers)')
+
+    @contextlib.contextmanager
+    def skip_from_tensor(self, skip: torch.Tensor):
+        """Within the block, graphs read the depth from ``skip`` (a bool tensor of
+        ``num_skippable_stages`` flags, e.g. a graph input) instead of the flags
+        ``set_skip`` keeps: how an exported graph takes the depth as an input."""
+        names = self.skip_flag_buffers()
+        n = self.num_skippable_stages
+        if not isinstance(skip, torch.Tensor) or tuple(skip.shape) != (n, ) \
+                or skip.dtype != torch.bool:
+            got = (f'{skip.dtype} tensor of shape {tuple(skip.shape)}' if isinstance(
+                skip, torch.Tensor) else type(skip).__name__)
+            raise ValueError(f'skip: a {got}; expected a bool tensor of shape ({n},), one '
+                             'flag per skippable stage (True: the stage skips)')
+        owners = []
+        for i, name in enumerate(names):
+            path, _, buf = name.rpartition('.')
+            owner = self.get_submodule(path) if path else self
+            owners.append((owner, buf, owner._buffers[buf]))
+            owner._buffers[buf] = skip[i]
+        try:
+            yield self
+        finally:
+            for owner, buf, saved in owners:
+                owner._buffers[buf] = saved
+
     def train(self, mode: bool = True):
         super().train(mode)  # some upstream backbones return None here
         return self

@@ -175,3 +175,10 @@ def resolve_num_shared_blocks(num_shared, stage_blocks: Sequence[int],
             f'per stage, within ({ranges}) for {arch} (blocks per stage {stage_blocks}); '
             'every stage keeps at least one shared and one skippable block')
     return tuple(num_shared)
+
+
+#: metadata of a dynamic-depth ONNX file (inputs ``input`` and ``skip``, one bool per
+#: skippable stage): written by mmadn.deploy, read by mmadn.runtime
+ONNX_META_STAGES = 'mmadn.num_skippable_stages'
+ONNX_META_SCOPE = 'mmadn.scope'
+ONNX_META_GFLOPS = 'mmadn.gflops'

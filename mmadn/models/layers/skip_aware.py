@@ -33,6 +33,35 @@ class SkipAwareNormMixin:
             name = getattr(self, attr)
             self.add_module(name + SKIP_SUFFIX, copy.deepcopy(self._modules[name]))
         self.skip_aware = True
+        self.__dict__.pop('_norm_set_views', None)
+
+    def norm_set_view(self, skip_norms: bool) -> torch.nn.Module:
+        """This block with its norm set fixed: the skip norms (``skip_norms=True``, the
+        normal ones for a block without skip norms) or the normal ones.
+
+        A view is a second object of the block's class that shares the block's modules,
+        parameters, buffers and hooks (the same dicts), so weights, ``.to()``,
+        ``load_state_dict`` and norm conversions are seen through it; only the choice of
+        norms is its own. Graphs that switch the depth at run time (the two branches of a
+        ``torch.cond``) call views, since a branch may not change the block's state. The
+        views are made on the first call (call it once before tracing) and are not
+        submodules: they add nothing to ``state_dict`` or ``named_modules``.
+        """
+        views = self.__dict__.get('_norm_set_views')
+        if views is None:
+            views = {}
+            for flag in (False, True):
+                view = type(self).__new__(type(self))
+                view.__dict__.update(self.__dict__)
+                view.__dict__.pop('_norm_set_views', None)
+                use = flag and self.skip_aware
+                suffix = SKIP_SUFFIX if use else ''
+                view.__dict__.update(
+                    use_skip_norms=use,
+                    _active_norms=tuple(getattr(self, a) + suffix for a in self.norm_name_attrs))
+                views[flag] = view
+            self.__dict__['_norm_set_views'] = views
+        return views[bool(skip_norms)]
 
     def skip_norm_pairs(self) -> List[Tuple[str, str]]:
         """``[('bn1_skip', 'bn1'), ...]`` for a skip-aware block, else ``[]``."""
