@@ -140,3 +140,15 @@ def dynamic_det_onnx(tmp_path_factory):
     out_file = str(folder / 'det_dynamic.onnx')
     export_onnx_dynamic(model, out_file, shape=(64, 64), gflops=gflops, dynamic_hw=True)
     return out_file, DET_DEMO, ckpt
+
+
+@pytest.fixture(autouse=True)
+def _default_scope_left_as_found():
+    """mmengine's current default scope is process-wide: a test that builds a Runner or an
+    inferencer makes 'mmdet' or 'mmpretrain' current, and registries then build in that
+    scope. Each test starts and leaves it as it was, whatever the order."""
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
