@@ -73,9 +73,10 @@ def test_a_failed_best_write_keeps_the_previous_best(tmp_path, monkeypatch, hook
     names = sorted(os.listdir(tmp_path))
     assert 'iter_2.pth' in names and 'iter_1.pth' not in names  # the periodic ones
     if hook_type == 'AtomicCheckpointHook':
-        # the previous best is there and loads; the cut write has a temporary name
+        # the previous best is there and loads; the cut write left no partial file
         assert 'best_score_iter_1.pth' in names and 'best_score_iter_2.pth' not in names
         load_checkpoint_file(str(tmp_path / 'best_score_iter_1.pth'))
-        assert [n for n in names if n.startswith('.tmp-best_score_iter_2.pth')]
+        assert not [n for n in names if n.startswith('.tmp-')]
+        assert runner.message_hub.get_info('best_ckpt') == str(tmp_path / 'best_score_iter_1.pth')
     else:  # mmengine's order: the previous best is gone, the new one is cut short
         assert 'best_score_iter_1.pth' not in names and 'best_score_iter_2.pth' in names

@@ -212,6 +212,7 @@ def test_unreadable_training_data_is_named(det_data_root, tmp_path):
     cfg = Config.fromfile(DET_DEMO)
     cfg.merge_from_dict({k: v for k, v in options.items() if 'data_root' in k or 'ann' in k})
     assert check_training_data(cfg) == 16  # every training image starts as a PNG
+    assert check_training_data(cfg, max_images=10) == 0  # larger sets: not image by image
     images = sorted(os.listdir(root / 'train'))
     (root / 'train' / images[2]).write_text('<html>not an image</html>')
     with pytest.raises(ValueError) as info:
