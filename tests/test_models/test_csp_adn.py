@@ -1,7 +1,7 @@
 """CSPNeXtADN / CSPDarknetADN: the super-net is mmdet's CSPNeXt / CSPDarknet with the same
 weights, skipping runs exactly the blocks it should, plain checkpoints load, the split is
-overridable, the upstream arguments behave as upstream, the static export of every depth,
-and the README's per-size table."""
+overridable, the static export of every depth and the README's per-size table. (Upstream
+arguments, defaults and errors: test_upstream_parity.py.)"""
 import os
 import os.path as osp
 import re
@@ -119,38 +119,6 @@ def test_split_is_overridable():
         CSPNeXtADN(deepen_factor=0.167, widen_factor=0.125)  # RTMDet-tiny
     with pytest.raises(ValueError, match='no stage can skip'):
         CSPNeXtADN(**kw, num_shared_blocks=(2, 4, 4, 2))
-
-
-@pytest.mark.parametrize('up_cls,adn_cls', [(CSPNeXt, CSPNeXtADN), (CSPDarknet, CSPDarknetADN)])
-def test_upstream_arguments_behave_as_upstream(up_cls, adn_cls):
-    # the same positional order, the ADN arguments keyword-only
-    pos = ('P5', 0.67, 0.125, (1, 2, 3), 1)
-    up, adn = up_cls(*pos), adn_cls(*pos)
-    assert set(up.state_dict()) <= set(adn.state_dict())
-    assert adn.out_indices == (1, 2, 3) and adn.frozen_stages == 1
-    with pytest.raises(TypeError):
-        adn_cls(*pos, False, 0.5, None, (5, 9, 13), True, None, dict(type='BN'), dict(type='SiLU'),
-                False, None, 'super')
-    # frozen stages and norm_eval: the same train / eval and requires_grad states
-    for kw in (dict(frozen_stages=2), dict(norm_eval=True)):
-        up, adn = up_cls(deepen_factor=0.67, widen_factor=0.125,
-                         **kw), adn_cls(deepen_factor=0.67, widen_factor=0.125, **kw)
-        assert adn.train() is adn
-        up.train()
-        ours = dict(adn.named_modules())
-        for name, m in up.named_modules():
-            assert ours[name].training == m.training, (kw, name)
-        ours = dict(adn.named_parameters())
-        for name, p in up.named_parameters():
-            assert ours[name].requires_grad == p.requires_grad, (kw, name)
-    # bad values: the upstream exception types
-    for kw, err in ((dict(arch='P7'), KeyError), (dict(frozen_stages=9), ValueError),
-                    (dict(out_indices=(7, )), AssertionError)):
-        with pytest.raises(err):
-            up_cls(widen_factor=0.125, **kw)
-        with pytest.raises(err):
-            adn_cls(widen_factor=0.125, **kw)
-    assert MODELS.get('CSPNeXtADN') is CSPNeXtADN and MODELS.get('CSPDarknetADN') is CSPDarknetADN
 
 
 def test_static_export_of_every_depth(case):

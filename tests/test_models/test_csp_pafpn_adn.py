@@ -103,6 +103,10 @@ def test_neck_flags_follow_the_backbone_in_a_detector():
     assert twin.backbone.adn_neck is twin.neck
     twin.backbone.set_skip('base')
     assert neck.skip_str == 'FFFF' and twin.neck.skip_str == 'TTTT'
+    # a module that keeps the backbone as its ``backbone`` (a wrapper) leaves the link
+    wrapper = torch.nn.Module()
+    wrapper.backbone = backbone
+    assert backbone.adn_neck is neck
     # replacing the neck by mmdet's unlinks it; the backbone's flags are its own again
     model.neck = MODELS.build(
         dict(type='CSPNeXtPAFPN', in_channels=[32, 64, 128], out_channels=16, num_csp_blocks=2))

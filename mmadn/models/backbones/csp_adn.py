@@ -20,7 +20,7 @@ import torch
 from mmdet.models.backbones import CSPDarknet, CSPNeXt
 from mmdet.registry import MODELS
 
-from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
 from ..layers.csp import (check_csp_split, make_skippable, skippable_block_names, split_counts,
                           static_csp_state_dict)
 from ..layers.skip import SkipLike, SkipTuple, enumerate_skips, format_skip, parse_skip
@@ -127,6 +127,36 @@ class CSPBackboneADNMixin(AdaptiveDepthMixin):
     def subnet_skips(self):
         return enumerate_skips(self.num_skippable_stages)
 
+    def skip_flag_buffers(self) -> List[str]:
+        """The backbone's own skip-flag buffers (a linked neck keeps its own, see
+        :meth:`skip_from_tensor`)."""
+        return [f'{name}.blocks.skip_flag' for name, _ in self._skippable_layers()]
+
+    @contextlib.contextmanager
+    def skip_from_tensor(self, skip: torch.Tensor):
+        """Graphs read the depth from ``skip`` (a bool tensor, one flag per skippable stage
+        of the backbone, then of a linked neck) instead of the flags ``set_skip`` keeps."""
+        neck, n = self.adn_neck, self.num_skippable_stages
+        if not isinstance(skip, torch.Tensor) or tuple(skip.shape) != (n, ) \
+                or skip.dtype != torch.bool:
+            got = (f'{skip.dtype} tensor of shape {tuple(skip.shape)}' if isinstance(
+                skip, torch.Tensor) else type(skip).__name__)
+            raise ValueError(f'skip: a {got}; expected a bool tensor of shape ({n},), one '
+                             'flag per skippable stage (True: the stage skips)')
+        layers = [layer.blocks for _, layer in self._skippable_layers()]
+        saved = [blocks._buffers['skip_flag'] for blocks in layers]
+        for i, blocks in enumerate(layers):
+            blocks._buffers['skip_flag'] = skip[i]
+        try:
+            if neck is None:
+                yield self
+            else:
+                with neck.skip_from_tensor(skip[self._num_own_flags:]):
+                    yield self
+        finally:
+            for blocks, flag in zip(layers, saved):
+                blocks._buffers['skip_flag'] = flag
+
     def skip_norm_pairs(self) -> List[Tuple[str, str]]:
         return collect_skip_norm_pairs(self)
 
@@ -227,3 +257,7 @@ class CSPDarknetADN(CSPBackboneADNMixin, CSPDarknet):
                  skip_aware_norms: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_adn(skip, num_shared_blocks, skip_aware_norms)
+
+
+CSPNeXtADN.__signature__ = adn_signature(CSPNeXt, CSPNeXtADN)
+CSPDarknetADN.__signature__ = adn_signature(CSPDarknet, CSPDarknetADN)

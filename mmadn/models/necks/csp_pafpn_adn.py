@@ -16,7 +16,7 @@ import torch
 from mmdet.models.necks import YOLOXPAFPN, CSPNeXtPAFPN
 from mmdet.registry import MODELS
 
-from ..layers.adaptive_depth import AdaptiveDepthMixin
+from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
 from ..layers.csp import (check_csp_split, make_skippable, skippable_block_names, split_counts,
                           static_csp_state_dict)
 from ..layers.skip import SkipLike, SkipTuple, parse_skip
@@ -72,6 +72,9 @@ class CSPPAFPNADNMixin(AdaptiveDepthMixin):
 
     def skip_norm_pairs(self) -> List[Tuple[str, str]]:
         return collect_skip_norm_pairs(self)
+
+    def skip_flag_buffers(self) -> List[str]:
+        return [f'{name}.blocks.skip_flag' for name, _ in self._skippable()]
 
     def skippable_blocks(self) -> List[str]:
         """Names of the skippable blocks, e.g. ``['top_down_blocks.0.blocks.1', ...]``."""
@@ -139,17 +142,27 @@ class YOLOXPAFPNADN(CSPPAFPNADNMixin, YOLOXPAFPN):
 
 
 def link_adn_neck(parent: torch.nn.Module, name: str, value) -> None:
-    """torch module-registration hook: when a module gets a ``backbone`` or a ``neck``
-    child, link an ADN neck to a CSP ADN backbone beside it (or unlink a replaced one)."""
+    """torch module-registration hook: a module given a ``backbone`` or ``neck`` child that
+    makes it hold a CSP ADN backbone and an ADN neck side by side (a detector) links the
+    neck to the backbone; replacing that module's linked neck by another neck unlinks it.
+    Any other registration (e.g. a wrapper that keeps the backbone as its ``backbone``)
+    leaves the link as it is."""
     if name not in ('backbone', 'neck'):
         return None
     backbone = value if name == 'backbone' else parent._modules.get('backbone')
     neck = value if name == 'neck' else parent._modules.get('neck')
     link = getattr(backbone, 'link_neck', None)
-    if link is not None:
-        link(neck if isinstance(neck, CSPPAFPNADNMixin) else None)
+    if link is None:
+        return None
+    if isinstance(neck, CSPPAFPNADNMixin):
+        link(neck)
+    elif name == 'neck' and parent._modules.get('neck') is backbone.adn_neck is not None:
+        link(None)  # the linked neck replaced (``parent._modules`` still holds the old one)
     return None
 
+
+CSPNeXtPAFPNADN.__signature__ = adn_signature(CSPNeXtPAFPN, CSPNeXtPAFPNADN)
+YOLOXPAFPNADN.__signature__ = adn_signature(YOLOXPAFPN, YOLOXPAFPNADN)
 
 # a detector's ADN neck follows its ADN backbone from the moment both are its modules
 torch.nn.modules.module.register_module_module_registration_hook(link_adn_neck)
