@@ -88,7 +88,8 @@ def test_adn_plain_and_base_configs(name):
     assert adn.optim_wrapper == plain.optim_wrapper  # AMP: tools/train.py --amp as for mmdet's
     init_default_scope('mmdet')
     try:
-        bb = MODELS.build(dict(adn.model.backbone, init_cfg=None))
+        # at 1/8 width (the block counts do not depend on it; a full-width build is slow)
+        bb = MODELS.build(dict(adn.model.backbone, init_cfg=None, widen_factor=0.125))
         assert type(bb).__name__.endswith('ADN') and _blocks(bb) == blocks
         assert bb.num_skippable_stages == flags and bb.skip_str == 'F' * flags
         assert bb.static_stage_blocks('base') == base
@@ -100,7 +101,8 @@ def test_adn_plain_and_base_configs(name):
             k.rsplit('.', 2)[0] if 'arch_ovewrite' in k else k
             for k in config_diff(plain, base_cfg) if k.startswith('model.')
         } - {'model.backbone.deepen_factor'} == {'model.backbone.arch_ovewrite'}
-        assert _blocks(MODELS.build(dict(base_cfg.model.backbone, init_cfg=None))) == base
+        assert _blocks(
+            MODELS.build(dict(base_cfg.model.backbone, init_cfg=None, widen_factor=0.125))) == base
     finally:
         DefaultScope._instance_dict.clear()
 
