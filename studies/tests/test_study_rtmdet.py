@@ -128,3 +128,34 @@ def test_quick_run_json_report_and_resume(study, capsys):
     assert 'resuming' in capsys.readouterr().out and again['runs'] == data['runs']
     with pytest.raises(SystemExit, match='other settings'):
         st.main(argv + ['--num-train', '12'])
+
+
+def test_readme_table_is_the_saved_study():
+    """The README's RTMDet study table and its precondition figures come from the JSON."""
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    with open(osp.join(root, 'studies', 'results', 'study_rtmdet.json')) as f:
+        data = json.load(f)
+    with open(osp.join(root, 'README.md')) as f:
+        readme = f.read()
+    lines = readme.split('<!-- rtmdet-study -->\n')[1].splitlines()[2:6]
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in lines]
+    runs, g = data['runs'], data['gflops']
+
+    def cell(variant, skip):
+        vals = st.sc.values(runs, variant, skip, st.METRIC)
+        return st.sc.fmt_ms(vals, 3)
+
+    assert rows[0][1:3] == [cell('plain', 'FFF'), cell('plain', 'TTT')]
+    assert rows[1][1:3] == [cell('adn', 'FFF'), cell('adn', 'TTT')]
+    assert rows[2][2] == cell('base', 'TTT')
+    assert rows[3][1:3] == [cell('adn_neck', 'FFFFFFF'), cell('adn_neck', 'TTTTTTT')]
+    assert rows[0][3] == f"{g['plain']['640']['FFF']:.3f} / {g['plain']['640']['TTT']:.3f}"
+    assert rows[2][3] == f"{g['base']['640']['static']:.3f}"
+    assert rows[3][3] == (f"{g['adn_neck']['640']['FFFFFFF']:.3f} / "
+                          f"{g['adn_neck']['640']['TTTTTTT']:.3f}")
+    holds, text = st.precondition(runs, 'FFF', 'TTT')
+    assert holds is False
+    assert 'loses 0.020 bbox mAP (0.247 to 0.227), less than the run-to-run noise of ' \
+        f"{st.noise(runs, 'FFF', 'TTT'):.3f}" in ' '.join(readme.split())
+    assert f"{data['cpu_s'] / 60:.1f}\nCPU-minutes" in readme or \
+        f"{data['cpu_s'] / 60:.1f} CPU-minutes" in ' '.join(readme.split())
