@@ -23,7 +23,7 @@ from mmdet.registry import MODELS
 from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
 from ..layers.csp import (check_csp_split, make_skippable, skippable_block_names, split_counts,
                           static_csp_state_dict)
-from ..layers.skip import SkipLike, SkipTuple, enumerate_skips, format_skip, parse_skip
+from ..layers.skip import SkipLike, SkipTuple, parse_skip
 from ..layers.skip_aware import collect_skip_norm_pairs
 
 
@@ -90,10 +90,6 @@ class CSPBackboneADNMixin(AdaptiveDepthMixin):
     def skip(self, value: SkipLike) -> None:
         self.set_skip(value)
 
-    @property
-    def skip_str(self) -> str:
-        return format_skip(self.skip)
-
     def set_skip(self, skip: SkipLike):
         """Switch to another sub-network at once; with a linked neck ``skip`` has this
         backbone's letters followed by the neck's (or is 'super' / 'base')."""
@@ -114,18 +110,6 @@ class CSPBackboneADNMixin(AdaptiveDepthMixin):
         if self.adn_neck is not None:
             self.adn_neck.set_skip(rest)
         return self
-
-    @contextlib.contextmanager
-    def skipping(self, skip: SkipLike):
-        saved = self.skip
-        self.set_skip(skip)
-        try:
-            yield self
-        finally:
-            self.set_skip(saved)
-
-    def subnet_skips(self):
-        return enumerate_skips(self.num_skippable_stages)
 
     def skip_flag_buffers(self) -> List[str]:
         """The backbone's own skip-flag buffers (a linked neck keeps its own, see
