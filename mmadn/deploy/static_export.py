@@ -2,8 +2,10 @@
 
 The skipped blocks are removed and the skip-aware norms in use are moved into the ordinary
 norm slots, so the result is a normal mmdet / mmpretrain model (its backbone a
-``StageResNet`` with per-stage block counts) with a normal mmengine config and checkpoint.
-Everything else of the model (neck, heads, data preprocessor, pipelines) is kept as it is.
+``StageResNet`` with per-stage block counts, or mmdet's ``CSPNeXt`` / ``CSPDarknet`` with
+``arch_ovewrite``) with a normal mmengine config and checkpoint. Everything else of the
+model (heads, data preprocessor, pipelines, and the neck unless it is a skippable ADN
+neck, which becomes its static form) is kept as it is.
 """
 import copy
 import os
@@ -55,10 +57,23 @@ def _needs_adn_backbone(hook_cfg: dict) -> bool:
     return bool(getattr(cls, 'needs_adn_backbone', False))
 
 
+def _adn_parts(backbone: nn.Module, skip: SkipLike) -> List[Tuple[str, nn.Module, tuple]]:
+    """``(model attribute, module, its skip)`` of each part exported: the backbone, and
+    an ADN neck linked to it (whose flags are the last of ``skip``)."""
+    skip = parse_skip(skip, backbone.num_skippable_stages)
+    parts = [('backbone', backbone, skip)]
+    neck = getattr(backbone, 'adn_neck', None)
+    if neck is not None:
+        parts.append(('neck', neck, skip[len(skip) - neck.num_skippable_stages:]))
+    return parts
+
+
 def static_config(cfg: Config, backbone: nn.Module, skip: SkipLike) -> Config:
-    """``cfg`` with the static backbone; ADN-only hooks and loops replaced by plain ones."""
+    """``cfg`` with the static backbone (and neck, if the backbone carries an ADN neck's
+    flags); ADN-only hooks and loops replaced by plain ones."""
     cfg = copy.deepcopy(cfg)
-    cfg.model.backbone = backbone.static_cfg(cfg.model.backbone, skip)
+    for attr, part, part_skip in _adn_parts(backbone, skip):
+        cfg.model[attr] = part.static_cfg(cfg.model[attr], part_skip)
     if cfg.get('custom_hooks'):
         cfg.custom_hooks = [h for h in cfg.custom_hooks if not _needs_adn_backbone(h)]
     for key in ('val_cfg', 'test_cfg'):
@@ -81,16 +96,18 @@ def export_static(cfg: Config, model: nn.Module,
     """The static config and state dict of sub-network ``skip`` of ``model``."""
     backbone = exportable_backbone(model)
     skip = parse_skip(skip, backbone.num_skippable_stages)
-    prefix = next(name for name, m in model.named_modules() if m is backbone)
-    prefix = prefix + '.' if prefix else ''
-    static_backbone = {prefix + k: v for k, v in backbone.static_state_dict(skip).items()}
-    state = {}
-    for key, value in model.state_dict().items():
-        if not key.startswith(prefix):
-            state[key] = value
-        elif static_backbone:  # at the backbone's place, in the static order
-            state.update(static_backbone)
-            static_backbone = {}
+    state = model.state_dict()
+    for _, part, part_skip in _adn_parts(backbone, skip):
+        prefix = next(name for name, m in model.named_modules() if m is part)
+        prefix = prefix + '.' if prefix else ''
+        static_part = {prefix + k: v for k, v in part.static_state_dict(part_skip).items()}
+        rest, state = state, {}
+        for key, value in rest.items():
+            if not key.startswith(prefix):
+                state[key] = value
+            elif static_part:  # at the part's place, in the static order
+                state.update(static_part)
+                static_part = {}
     return static_config(cfg, backbone, skip), state
 
 
@@ -133,13 +150,13 @@ def export_subnet(config: str, checkpoint: str, skip: SkipLike, out_dir: str,
     backbone = exportable_backbone(model)
     skip_str = format_skip(parse_skip(skip, backbone.num_skippable_stages))
     static_cfg, state = export_static(cfg, model, skip_str)
-    # the exported backbone is a plain StageResNet: the source's ADN layout goes with
+    # the exported backbone is a plain one: the source's ADN layout goes with
     # the source (it is kept under adn_export)
     source_adn = meta.pop('adn_backbone', None)
     meta['adn_export'] = dict(skip=skip_str, source_config=osp.abspath(config),
                               source_adn_backbone=source_adn,
                               source_checkpoint=osp.abspath(checkpoint),
-                              stage_blocks=list(static_cfg.model.backbone.stage_blocks))
+                              stage_blocks=list(backbone.static_stage_blocks(skip_str)))
     os.makedirs(out_dir, exist_ok=True)
     stem = osp.join(out_dir, f'{osp.splitext(osp.basename(config))[0]}_{skip_str}')
     static_cfg.dump(stem + '.py')

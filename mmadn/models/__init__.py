@@ -1,4 +1,4 @@
-from . import backbones, distill, layers, losses  # noqa: F401
+from . import backbones, distill, layers, losses, necks  # noqa: F401
 from .builder import build_model
 from .checkpoint import (CHECKPOINT_ERRORS, adn_backbone_meta, check_checkpoint_fits,
                          first_nonfinite, load_checkpoint_dict_strictly, load_checkpoint_file,

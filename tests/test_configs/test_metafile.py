@@ -110,3 +110,34 @@ def test_render_rejects_a_bad_table():
         ] * 2)
     with pytest.raises(FileNotFoundError, match='missing.py'):
         TOOL.render([dict(config='configs/missing.py', collection='ResNet-ADN')])
+
+
+@pytest.mark.parametrize('name', ['rtmdet_s', 'rtmdet_m', 'rtmdet_l', 'yolox_s', 'yolox_l'])
+def test_realtime_super_and_base_nets_equal_the_plain_and_base_configs(metafile, name):
+    """RTMDet / YOLOX: backbone + neck at 640 px; the super-net is mmdet's config, the
+    base-net the '-base' one (same multiply-adds, same parameters in use)."""
+    _, models = metafile
+    tail = '_8xb32-300e_coco' if name.startswith('rtmdet') else '_8xb8-300e_coco'
+    subnets = _subnets(models[f'{name}_adn{tail}'])
+    n = len(next(iter(subnets)))
+    assert len(subnets) == 2**n and n == (2 if name.endswith('_s') else 3)
+    for skip, other in (('F' * n, f'{name}{tail}'), ('T' * n, f'{name}-base{tail}')):
+        meta = models[other]['Metadata']
+        assert meta['Measured'] == 'backbone+neck, one 640x640 image'
+        assert subnets[skip]['GFLOPs'] == pytest.approx(meta['FLOPs'] / 1e9, abs=0.006)
+        assert subnets[skip]['Params (M)'] == pytest.approx(meta['Parameters'] / 1e6, abs=0.006)
+    gflops = [s['GFLOPs'] for s in subnets.values()]
+    assert gflops[-1] == min(gflops) < max(gflops) == gflops[0]
+
+
+def test_readme_realtime_table_is_the_metafile(metafile):
+    _, models = metafile
+    with open(osp.join(ROOT, 'README.md')) as f:
+        lines = f.read().split('<!-- realtime-zoo -->\n')[1].splitlines()[2:]
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in lines[:5]]
+    for config, gflops, cut in rows:
+        subnets = models[osp.splitext(osp.basename(
+            config.strip('`')))[0]]['Metadata']['Sub-networks']
+        first, last = subnets[0]['GFLOPs'], subnets[-1]['GFLOPs']
+        assert gflops == f'{first:.2f} -> {last:.2f} ({len(subnets)} sub-networks)'
+        assert cut == f'{100 * (1 - last / first):.1f} %'

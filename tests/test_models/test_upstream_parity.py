@@ -9,6 +9,7 @@ import inspect
 
 import pytest
 import torch
+from mmdet.models.backbones import CSPDarknet, CSPNeXt
 from mmdet.models.backbones import ResNet as MMDetResNet
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.logging import MMLogger
@@ -20,8 +21,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmadn  # noqa: F401
-from mmadn.models.backbones import (MobileNetV2ADN, ResNetADN, SwinTransformerADN,
-                                    VisionTransformerADN, mmpretrain_resnet)
+from mmadn.models.backbones import (CSPDarknetADN, CSPNeXtADN, MobileNetV2ADN, ResNetADN,
+                                    SwinTransformerADN, VisionTransformerADN, mmpretrain_resnet)
 from .adn_backbone_checks import one_thread
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
@@ -35,6 +36,8 @@ CLASSES = {
     ('mmpretrain', 'SwinTransformerADN'): (SwinTransformerADN, SwinTransformer),
     ('mmdet', 'SwinTransformerADN'): (SwinTransformerADN, SwinTransformer),
     ('mmpretrain', 'VisionTransformerADN'): (VisionTransformerADN, VisionTransformer),
+    ('mmdet', 'CSPNeXtADN'): (CSPNeXtADN, CSPNeXt),
+    ('mmdet', 'CSPDarknetADN'): (CSPDarknetADN, CSPDarknet),
 }
 ADN_ARGS = {
     ResNetADN: ['num_shared_blocks', 'skip', 'skip_aware_norms'],
@@ -42,6 +45,8 @@ ADN_ARGS = {
     MobileNetV2ADN: ['skip'],
     SwinTransformerADN: ['num_shared_blocks', 'skip'],
     VisionTransformerADN: ['skip'],
+    CSPNeXtADN: ['skip', 'num_shared_blocks', 'skip_aware_norms'],
+    CSPDarknetADN: ['skip', 'num_shared_blocks', 'skip_aware_norms'],
 }
 
 SWIN = dict(arch=dict(embed_dims=8, depths=[2, 2, 2, 2], num_heads=[1, 1, 1, 1]), img_size=64,
@@ -115,6 +120,18 @@ CASES = [
           drop_path_rate=0.2), 32),
     ('vit-avg-no-cls-pre-norm', 'mmpretrain', 'VisionTransformerADN',
      dict(VIT, out_type='avg_featmap', with_cls_token=False, pre_norm=True, final_norm=False), 32),
+    ('cspnext-defaults', 'mmdet', 'CSPNeXtADN', dict(deepen_factor=0.67, widen_factor=0.125), 64),
+    ('cspnext-frozen-norm_eval-depthwise-outs', 'mmdet', 'CSPNeXtADN',
+     dict(deepen_factor=0.67, widen_factor=0.125, frozen_stages=2, norm_eval=True,
+          use_depthwise=True, out_indices=(1, 2, 3, 4)), 64),
+    ('cspnext-no-attention-expand-gn', 'mmdet', 'CSPNeXtADN',
+     dict(deepen_factor=0.33, widen_factor=0.25, channel_attention=False, expand_ratio=0.25,
+          norm_cfg=dict(type='GN', num_groups=2, requires_grad=True)), 64),
+    ('cspdarknet-defaults', 'mmdet', 'CSPDarknetADN', dict(deepen_factor=0.33,
+                                                           widen_factor=0.125), 64),
+    ('cspdarknet-frozen-depthwise-p6', 'mmdet', 'CSPDarknetADN',
+     dict(arch='P6', deepen_factor=0.33, widen_factor=0.125, frozen_stages=1, use_depthwise=True,
+          out_indices=(2, 3, 4, 5)), 64),
 ]
 
 
@@ -263,6 +280,8 @@ def test_positional_arguments_keep_their_upstream_meaning():
         (MobileNetV2ADN, MobileNetV2, (0.25, (2, 7), 1), 32),
         (SwinTransformerADN, SwinTransformer, (SWIN['arch'], 64, 4, 3, 2), 64),
         (VisionTransformerADN, VisionTransformer, (VIT['arch'], 32, 8), 32),
+        (CSPNeXtADN, CSPNeXt, ('P5', 0.67, 0.125, (1, 2, 3), 1), 64),
+        (CSPDarknetADN, CSPDarknet, ('P5', 0.33, 0.125, (2, 3)), 64),
     ]
     for adn_cls, upstream_cls, args, size in cases:
         adn, upstream = adn_cls(*args), upstream_cls(*args)
@@ -355,6 +374,11 @@ ERRORS = [
     ('mmpretrain', 'VisionTransformerADN', dict(VIT, out_indices=[0, 13])),
     ('mmpretrain', 'VisionTransformerADN', dict(VIT, out_type='tokens')),
     ('mmpretrain', 'VisionTransformerADN', dict(VIT, with_cls_token=False)),
+    ('mmdet', 'CSPNeXtADN', dict(arch='P7')),
+    ('mmdet', 'CSPNeXtADN', dict(widen_factor=0.125, frozen_stages=9)),
+    ('mmdet', 'CSPNeXtADN', dict(widen_factor=0.125, out_indices=(7, ))),
+    ('mmdet', 'CSPDarknetADN', dict(arch='P7')),
+    ('mmdet', 'CSPDarknetADN', dict(widen_factor=0.125, frozen_stages=-2)),
 ]
 
 

@@ -1,7 +1,7 @@
 """What importing mmadn changes outside its own modules (the README lists it): mmengine's
 checkpoint loaders re-registered through the public ``CheckpointLoader.register_scheme``,
-and ``Config._get_cfg_path``. No other attribute of an mmengine, mmdet or mmpretrain class
-changes."""
+``Config._get_cfg_path``, and one torch module-registration hook (the ADN neck link). No
+other attribute of an mmengine, mmdet or mmpretrain class changes."""
 import json
 import subprocess
 import sys
@@ -24,11 +24,15 @@ def snapshot():
                     out[f'{name}.{cname}.{attr}'] = id(value)
     return out
 
+from torch.nn.modules import module as torch_module
+hooks = dict(torch_module._global_module_registration_hooks)
 before = snapshot()
 import mmadn
 after = snapshot()
 changed = sorted(k for k in before if after.get(k) != before[k])
-print(json.dumps(dict(changed=changed, compared=len(before))))
+added = [f'{h.__module__}.{h.__qualname__}'
+         for k, h in torch_module._global_module_registration_hooks.items() if k not in hooks]
+print(json.dumps(dict(changed=changed, compared=len(before), torch_hooks=added)))
 '''
 
 
@@ -42,3 +46,4 @@ def test_importing_mmadn_changes_only_what_the_readme_says():
         'mmengine.config.config.Config._get_cfg_path',
         'mmengine.runner.checkpoint.CheckpointLoader._schemes',
     ]
+    assert result['torch_hooks'] == ['mmadn.models.necks.csp_pafpn_adn.link_adn_neck']

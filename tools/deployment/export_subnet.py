@@ -4,7 +4,8 @@
         [--shape H W] [--atol 1e-5] [--cfg-options ...]
 
 Writes DIR/<config name>_<skip>.py and .pth: the skipped blocks are gone and the skip-aware
-norms in use sit in the ordinary norm slots (backbone: StageResNet). The written files are
+norms in use sit in the ordinary norm slots (backbone: StageResNet, or mmdet's CSPNeXt /
+CSPDarknet; a skippable neck: its blocks of that depth, nothing to skip). The written files are
 then loaded back as a user would and checked against the adaptive model at that skip on a
 random input (classifier: logits; detector: backbone + neck features).
 """
@@ -54,13 +55,18 @@ def main(argv=None):
     torch.manual_seed(0)
     inputs = torch.randn(1, 3, *args.shape)
     backbone = adaptive.backbone
+    neck = getattr(backbone, 'adn_neck', None)  # a skippable neck, exported with it
     with backbone.skipping(skip):
         diff = max_abs_diff(adaptive, static, inputs)
         active = count_active_params(adaptive, inputs, tensor_forward(adaptive))
         active_backbone = count_active_params(backbone, inputs)
-    unused = num_params(backbone) - active_backbone  # skipped blocks + unused norm set
+        unused = num_params(backbone) - active_backbone  # skipped blocks + unused norm set
+        if neck is not None:
+            with torch.no_grad():
+                feats = backbone(inputs)
+            unused += num_params(neck) - count_active_params(neck, (feats, ))
     print(f'exported sub-network {skip}: stage blocks '
-          f'{tuple(static.backbone.stage_block_counts)}')
+          f'{tuple(backbone.static_stage_blocks(skip))}')
     print(f'  config:     {result["config"]}')
     print(f'  checkpoint: {result["checkpoint"]}')
     print(f'  parameters: static model {num_params(static):,} (backbone '

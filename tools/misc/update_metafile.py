@@ -10,15 +10,17 @@ an ADN backbone (every skip configuration, super-net first), once for a plain on
 
 * classification: the whole classifier (backbone, neck, head) on one 224 x 224 image;
 * detection / instance segmentation: the backbone on one 800 x 1333 image (the rest of
-  the detector does not change with the sub-network).
+  the detector does not change with the sub-network);
+* the real-time detectors (RTMDet, YOLOX): backbone + neck on one 640 x 640 image, the
+  part that changes with the depth once the neck can skip (a row's ``part``).
 
 ``Results`` stay empty and ``Weights`` null until a model is trained; figures from the
 paper go to README.md, marked as the paper's.
 
 To list another config, add a row to ``MODELS_TABLE``: the config path (relative to the
 repository root) and the name of its collection in ``COLLECTIONS`` (add one there if
-needed); ``input_size`` (H, W) and ``skips`` ('all' or a tuple of skip strings) are
-optional.
+needed); ``input_size`` (H, W), ``skips`` ('all' or a tuple of skip strings) and ``part``
+('backbone+neck' for a detector's ``extract_feat``) are optional.
 """
 import argparse
 import os.path as osp
@@ -80,6 +82,14 @@ COLLECTIONS = OrderedDict([
      dict(tasks=(DET, SEG), data='COCO',
           architecture=['Mask R-CNN', 'FPN', 'Swin Transformer', 'Adaptive Depth'],
           techniques=['AdamW', 'Weight Decay', 'Sub-path Specialization'])),
+    ('RTMDet (ADN)',
+     dict(tasks=(DET, ), data='COCO',
+          architecture=['RTMDet', 'CSPNeXt', 'PAFPN', 'Adaptive Depth', 'Skip-aware BatchNorm'],
+          techniques=['AdamW', 'Cosine Annealing', 'EMA', 'Sub-path Specialization'])),
+    ('YOLOX (ADN)',
+     dict(tasks=(DET, ), data='COCO',
+          architecture=['YOLOX', 'CSPDarknet', 'PAFPN', 'Adaptive Depth', 'Skip-aware BatchNorm'],
+          techniques=['SGD with Momentum', 'Weight Decay', 'EMA', 'Sub-path Specialization'])),
 ])
 
 _DET_CONFIGS = [
@@ -102,6 +112,13 @@ MODELS_TABLE: List[dict] = [
     for path in _DET_CONFIGS
 ] + [
     dict(config='configs/mask_rcnn_swin-t_adn_fpn_1x_coco.py', collection='Mask R-CNN Swin (ADN)'),
+] + [
+    dict(config=f'configs/{name}{kind}_{tail}.py', collection=collection, input_size=(640, 640),
+         part='backbone+neck')
+    for names, tail, collection in ((
+        ('rtmdet_s', 'rtmdet_m', 'rtmdet_l'), '8xb32-300e_coco', 'RTMDet (ADN)'),
+                                    (('yolox_s', 'yolox_l'), '8xb8-300e_coco', 'YOLOX (ADN)'))
+    for name in names for kind in ('_adn', '', '-base')
 ]
 
 
@@ -127,9 +144,10 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return MODELS.build(model_cfg).eval()
 
 
-def measure(cfg: Config, task: str, input_size=None, skips='all') -> dict:
+def measure(cfg: Config, task: str, input_size=None, skips='all', part=None) -> dict:
     """GFLOPs and parameters (M) of the measured part, per sub-network (``{skip: (gflops,
-    params_m)}``, the key ``None`` for a plain backbone)."""
+    params_m)}``, the key ``None`` for a plain backbone). ``part='backbone+neck'``
+    measures a detector's ``extract_feat``."""
     from mmadn.analysis import count_active_params, count_flops, subnet_complexity
     from mmadn.models import find_adn_backbone
 
@@ -139,6 +157,10 @@ def measure(cfg: Config, task: str, input_size=None, skips='all') -> dict:
         part, forward = model, (lambda x: model(x, mode='tensor'))
         size = input_size or (224, 224)
         scope = 'classifier'
+    elif part == 'backbone+neck':
+        part, forward = model, model.extract_feat
+        size = input_size or (640, 640)
+        scope = 'backbone+neck'
     else:
         part, forward = backbone, None
         size = input_size or (800, 1333)
@@ -165,11 +187,12 @@ def model_entry(row: dict, cache: Dict[str, dict]) -> dict:
     cfg = load_cfg(config)
     task = coll['tasks'][0]
     # faster/mask R-CNN with the same backbone: measured once
-    key = config if task == CLS else repr(
+    key = config if task == CLS or row.get('part') else repr(
         (task, cfg.model.backbone, row.get('input_size'), row.get('skips', 'all')))
     if key not in cache:
         print(f'measuring {config} ...', flush=True)
-        cache[key] = measure(cfg, task, row.get('input_size'), row.get('skips', 'all'))
+        cache[key] = measure(cfg, task, row.get('input_size'), row.get('skips', 'all'),
+                             row.get('part'))
     m = cache[key]
     results = m['results']
     first = next(iter(results.values()))

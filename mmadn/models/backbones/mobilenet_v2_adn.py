@@ -19,15 +19,8 @@ from torch import nn
 from ..layers.adaptive_depth import AdaptiveDepthMixin, adn_signature
 from ..layers.checkpointing import CheckpointedBlockMixin
 from ..layers.skip import SkipLike, SkipTuple, default_num_shared_blocks
-from ..layers.skip_aware import (SkipAwareNormMixin, active_norm, collect_skip_norm_pairs,
+from ..layers.skip_aware import (ADNConvModule, SkipAwareNormMixin, collect_skip_norm_pairs,
                                  make_skip_aware, swap_class)
-
-
-class ADNConvModule(SkipAwareNormMixin, ConvModule):
-    """mmcv's ConvModule with a ``bn_skip`` sibling of its norm (``forward`` reads
-    ``self.norm``)."""
-    norm_name_attrs = ('norm_name', )
-    norm = active_norm(0)
 
 
 class ADNInvertedResidual(CheckpointedBlockMixin, InvertedResidual):

@@ -46,7 +46,7 @@ class AdaptiveDepthMixin:
 
     @property
     def skip_str(self) -> str:
-        return format_skip(self._skip)
+        return format_skip(self.skip)
 
     def set_skip(self, skip: SkipLike):
         """Switch to another sub-network at once (nothing is rebuilt or reloaded)."""
@@ -59,7 +59,7 @@ class AdaptiveDepthMixin:
     @contextlib.contextmanager
     def skipping(self, skip: SkipLike):
         """``with backbone.skipping('TTTT'): ...`` runs that sub-network, then restores."""
-        saved = self._skip
+        saved = self.skip
         self.set_skip(skip)
         try:
             yield self

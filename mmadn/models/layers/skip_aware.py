@@ -10,6 +10,7 @@ import copy
 from typing import List, Tuple
 
 import torch
+from mmcv.cnn import ConvModule
 
 SKIP_SUFFIX = '_skip'
 
@@ -136,3 +137,10 @@ def collect_skip_norm_pairs(root: torch.nn.Module) -> List[Tuple[str, str]]:
             prefix = name + '.' if name else ''
             pairs += [(prefix + s, prefix + p) for s, p in module.skip_norm_pairs()]
     return pairs
+
+
+class ADNConvModule(SkipAwareNormMixin, ConvModule):
+    """mmcv's ConvModule with a ``bn_skip`` sibling of its norm (``forward`` reads
+    ``self.norm``); :func:`make_skip_aware` turns a built ConvModule into one."""
+    norm_name_attrs = ('norm_name', )
+    norm = active_norm(0)

@@ -1,0 +1,3 @@
+from .csp_pafpn_adn import YOLOXPAFPNADN, CSPNeXtPAFPNADN
+
+__all__ = ['CSPNeXtPAFPNADN', 'YOLOXPAFPNADN']
