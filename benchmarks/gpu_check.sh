@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The checks that need one CUDA GPU, in one run of under 8 minutes (--budget, default 470 s),
-# each part in its own process, stopped at its own time limit. Classifier parts first:
+# The checks that need one CUDA GPU, in one run of under 8 minutes (--budget, default 450 s for
+# the parts; the bundle install before them takes seconds), each part in its own process,
+# stopped at its own time limit. Classifier parts first:
 #   amp_train_cls  `tools/train.py --amp configs/demo/resnet18_adn_demo.py`, 20 iterations on
 #                  small generated data: every logged loss finite;
 #   amp_step       one AmpOptimWrapper iteration of the tiny classifier with one and with two
@@ -10,8 +11,8 @@
 #                  torch.cuda.max_memory_allocated per step kind): ResNet-50, 224 px, batch 64;
 #   profile_r50    tools/analysis_tools/profile_subnets.py on ResNet-50-ADN at batch 64: the
 #                  latency cut of TTTT against its GFLOPs cut (the paper: 0.97);
-#   bench_compile  `benchmarks/bench_compile.py --device cuda --json FILE` where that script
-#                  exists (skipped with one line where it does not);
+#   bench_compile  `benchmarks/bench_compile.py --device cuda --part cls --batch 8 --rounds 3`
+#                  where that script exists (skipped with one line where it does not);
 # then the detector parts, which need mmcv's ops on the GPU (probe_ops runs nms and RoIAlign
 # there; without them every detector part is skipped with one line that says why):
 #   amp_train_det  `tools/train.py --amp configs/demo/mask_rcnn_r18_adn_fpn_demo.py`, 20
