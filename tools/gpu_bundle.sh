@@ -50,12 +50,13 @@ MMCV_VERSION="${MMCV_PIN#mmcv==}"
 [ -n "$MMCV_VERSION" ] || die "$PINS has no mmcv==VERSION line"
 # what the machine lacks and the check imports (mmdet: pycocotools, shapely, terminaltables;
 # mmengine: addict, yapf (+ platformdirs), termcolor; mmpretrain: mat4py, model-index
-# (+ ordered-set)); the rest of their requirements is on the machine (tools/gpu_bundle_image.txt)
+# (+ ordered-set), importlib-metadata (9.1: 10.x needs lazy-importer too)); the rest of their
+# requirements is on the machine (tools/gpu_bundle_image.txt)
 WHEELS=(
     "$(pin mmengine "$PINS")" "$(pin mmdet "$PINS")" "$(pin mmpretrain "$PINS")"
     pycocotools==2.0.11 shapely==2.2.0 terminaltables==3.1.10
     addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0
-    mat4py==0.6.0 model-index==0.1.11 ordered-set==4.1.0
+    mat4py==0.6.0 model-index==0.1.11 ordered-set==4.1.0 importlib-metadata==9.1.0
 )
 for w in "${WHEELS[@]}"; do
     [ -n "$w" ] || die "$PINS lacks one of mmengine / mmdet / mmpretrain ==VERSION"
@@ -126,11 +127,11 @@ log "downloading ${#WHEELS[@]} wheels"
     || die "pip download returned $(ls "$STAGE"/*.whl 2>/dev/null | wc -l) of ${#WHEELS[@]} wheels (${WHEELS[*]})"
 
 # 4. mmcv with its ops, built against this torch (cached per torch version and ops kind)
-mmcv_ops_kind() {  # "cuda 13.0" or "cpu" for an mmcv wheel, read from the wheel itself
+mmcv_ops_kind() {  # "cuda 13.0" or "cpu": the ops of the mmcv wheel among the wheels in $1
     local tmp kind
     tmp="$(mktemp -d)"
     "$PY" -m pip install --disable-pip-version-check -q --no-index --no-deps --no-compile \
-        --target "$tmp" "$1" >&2
+        --target "$tmp" "$1"/*.whl >&2
     kind="$(cd /tmp && PYTHONPATH="$tmp" "$PY" -c '
 import torch, mmcv.ops
 v = mmcv.ops.get_compiling_cuda_version()
@@ -237,9 +238,9 @@ if [ -z "$MMCV_WHEEL" ]; then
         log "built in $((SECONDS - t0)) s: $MMCV_WHEEL"
     fi
 fi
-OPS_KIND="$(mmcv_ops_kind "$MMCV_WHEEL")"
-[ "$OPS_KIND" != broken ] || die "$MMCV_WHEEL does not import with torch $TORCH_FULL (remove it to rebuild)"
 cp "$MMCV_WHEEL" "$STAGE/"
+OPS_KIND="$(mmcv_ops_kind "$STAGE")"
+[ "$OPS_KIND" != broken ] || die "$MMCV_WHEEL does not import with torch $TORCH_FULL (remove it to rebuild)"
 
 # 5. the bundle: these wheels and BUNDLE.txt, nothing else
 mkdir -p "$OUT"
