@@ -228,7 +228,7 @@ if [ -z "$MMCV_WHEEL" ]; then
     else
         logf="$WHEEL_DIR/build-cpu.log"
         mkdir -p "$WHEEL_DIR"
-        log "building mmcv $MMCV_VERSION with its C++ ops ($MAX_JOBS jobs, about 20 minutes on 2 cores; log: $logf)"
+        log "building mmcv $MMCV_VERSION with its C++ ops ($MAX_JOBS jobs; log: $logf)"
         t0=$SECONDS
         build_mmcv "$STAGE/mmcv-cpu" "$logf" cpu \
             || die "building mmcv failed: $(grep -m 3 -E '(^|[^-])[Ee]rror[: ]' "$logf" | tr '\n' ' ' | cut -c1-400); log: $logf"
