@@ -84,6 +84,12 @@ if [ "$SMOKE" = 0 ] && ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cu
     exit 2
 fi
 if [ -n "$BUNDLE" ]; then
+    # the site folder is emptied first: only one that this script made (or an empty one)
+    if [ -d "$SITE" ] && [ ! -f "$SITE/.mmadn-gpu-site" ] && [ -n "$(ls -A "$SITE")" ]; then
+        say "--site $SITE holds files this script did not install (no .mmadn-gpu-site in it);" \
+            "give a new or empty folder"
+        exit 2
+    fi
     rm -rf "$SITE"
     t0=$SECONDS
     if ! "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps \
@@ -91,6 +97,7 @@ if [ -n "$BUNDLE" ]; then
         say "installing the bundle $BUNDLE into $SITE failed: $(grep -m 1 -iE 'error' "${SITE%/}.pip.log")"
         exit 2
     fi
+    touch "$SITE/.mmadn-gpu-site"
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     want_torch="$(sed -n 's/^torch=//p' "$BUNDLE/BUNDLE.txt")"
     have_torch="$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"

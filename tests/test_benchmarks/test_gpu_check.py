@@ -66,6 +66,23 @@ def test_bundle_for_another_python_is_one_line(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_site_with_foreign_files_is_left_alone(tmp_path):
+    """--site is emptied before the install: a folder holding files of something else is
+    refused, and kept."""
+    bundle, site = tmp_path / 'bundle', tmp_path / 'site'
+    bundle.mkdir()
+    site.mkdir()
+    (bundle / 'BUNDLE.txt').write_text('python=%d.%d\n' % sys.version_info[:2])
+    (bundle / 'addict-2.4.0-py3-none-any.whl').write_bytes(b'')
+    (site / 'notes.txt').write_text('mine')
+    rc, lines = _run(['bash', 'benchmarks/gpu_check.sh', '--bundle', str(bundle), '--site',
+                      str(site), '--cpu-smoke', '--out', str(tmp_path / 'out')])
+    assert rc == 2
+    assert lines == [f'gpu_check: --site {site} holds files this script did not install (no '
+                     '.mmadn-gpu-site in it); give a new or empty folder']
+    assert (site / 'notes.txt').read_text() == 'mine'
+
+
 def test_bundle_option_without_folder_is_one_line():
     rc, lines = _run(['bash', 'benchmarks/gpu_check.sh', '--cpu-smoke', '--bundle'])
     assert rc == 2
