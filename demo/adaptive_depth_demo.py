@@ -54,8 +54,9 @@ def parse_args(argv=None):
 
 
 def header(vis, width: int, text: str) -> np.ndarray:
-    """A white strip with ``text``, drawn with the inferencer's (mmdet) visualizer."""
-    font = max(8, width // 20)
+    """A white strip with ``text``, drawn with the inferencer's (mmdet) visualizer; the font
+    shrinks until the text fits the width (a character is at most 0.8 font sizes wide)."""
+    font = max(8, min(width // 20, int((width - width // 40) / (0.8 * max(1, len(text))))))
     strip = np.full((int(font * 2.2), width, 3), 255, dtype=np.uint8)
     vis.set_image(strip)
     vis.draw_texts(text, np.array([[font // 2, font // 2]]), colors='black', font_sizes=font)

@@ -109,6 +109,8 @@ def test_adaptive_depth_demo_writes_one_picture(det_ckpt, det_data_root, tmp_pat
         strip = panel[:top]
         assert (strip == 255).all(-1).mean() > 0.6  # white ...
         assert (strip.max(-1) < 100).mean() > 0.01  # ... with dark text
+        # the whole title fits: no dark pixel in the strip's last 2 % of columns
+        assert (strip[:, -max(2, width // 50):].max(-1) >= 100).all()
         assert np.abs(panel[top:] - original).mean() > 1  # detections drawn on the image
     # each depth drew its own detections
     bodies = [p[top:] for p in panels]
