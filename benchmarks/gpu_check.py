@@ -337,8 +337,6 @@ def part_profile_r50(ctx):
 def part_bench_compile(ctx):
     """The compile benchmark's classifier part (ResNet-50-ADN at batch 8, 3 rounds):
     ``benchmarks/bench_compile.py --device cuda --part cls --out STEM``."""
-    if not osp.isfile(osp.join(ROOT, BENCH_COMPILE)):
-        return dict(status='skipped', reason=f'{BENCH_COMPILE} does not exist (yet)')
     stem = ctx.path('bench_compile')
     # the smoke run compiles the same classifier on the CPU, at a tiny input, once per depth
     sizes = ['--batch', '1', '--size', '64', '--rounds', '1', '--switch-rounds', '1'] \
@@ -537,8 +535,13 @@ def figures(name, r) -> str:
                 f"cut (the paper: 0.97)")
     if name == 'probe_ops':
         return f"mmcv {r['mmcv']} (CUDA {r['compiled_with_cuda']}): nms and RoIAlign ran"
-    if name == 'bench_compile':
-        return 'figures in gpu_check.json'
+    if name == 'bench_compile' and r.get('figures'):
+        (part, ) = r['figures']['results']
+        ratios = [row['ratio'] for row in part['rows']]
+        return (f"{part['graphs']} graph(s) for {len(ratios)} depths, {part['eager_fallbacks']} "
+                f"eager fallback(s), {part['graphs_after_warmup']} graph(s) after the warm-up; "
+                f"first call {part['rows'][0]['first_call_s']:.1f} s; compiled / eager "
+                f"{min(ratios):.2f}-{max(ratios):.2f}")
     return ''
 
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..models.layers import find_adn_backbone
 from ..models.layers.skip import SkipLike, format_skip, resolve_skips
-from ..utils.torch_compat import has_cond
+from ..utils.torch_compat import has_cond, inductor_cond_options
 from .static_export import tensor_forward
 
 
@@ -74,7 +74,10 @@ def compile_all_depths(model: nn.Module, inputs: torch.Tensor, skips: SkipLike =
         fn: what to compile; defaults to the tensor forward (``model(x, mode='tensor')``
             for a classifier, ``model.extract_feat`` for a detector).
         backend, compile_kwargs: given to ``torch.compile`` (``fullgraph=True`` always: a
-            graph break raises instead of running part of the model eager).
+            graph break raises instead of running part of the model eager). On torch older
+            than 2.14 inductor's ``options`` get ``layout_optimization=False`` unless
+            ``mode`` or that option is given (see
+            :func:`mmadn.utils.torch_compat.inductor_cond_options`).
 
     Raises:
         RuntimeError: when a depth after the first compiled another graph or dynamo gave
@@ -87,6 +90,9 @@ def compile_all_depths(model: nn.Module, inputs: torch.Tensor, skips: SkipLike =
     model.eval()
     fn = tensor_forward(model) if fn is None else fn
     compile_kwargs['fullgraph'] = True
+    needed = inductor_cond_options() if backend == 'inductor' else {}
+    if needed and 'mode' not in compile_kwargs:  # torch.compile takes mode or options
+        compile_kwargs['options'] = {**needed, **(compile_kwargs.get('options') or {})}
     compiled = torch.compile(fn, backend=backend, **compile_kwargs)
     saved = backbone.skip
     first: Dict[str, float] = {}

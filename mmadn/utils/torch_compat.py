@@ -55,3 +55,17 @@ def dynamic_onnx_export_support() -> str:
     return (f'torch {torch.__version__} cannot export the depth as an input (--skip dynamic '
             'needs torch.cond and torch.onnx.export(dynamo=True), torch >= 2.5; tested with '
             '2.14); export one depth per file instead, e.g. --skip TTFF')
+
+
+def inductor_cond_options(version: str = torch.__version__) -> dict:
+    """Inductor options that a graph with ``torch.cond`` needs on this torch.
+
+    torch 2.11's inductor (measured on the CPU) may give a ``torch.cond`` branch its
+    operands in the channels-last layout of its layout optimization while the branch was
+    compiled for contiguous ones: the first call fails in ``assert_size_stride``. Turning
+    the layout optimization off avoids it; torch 2.14 compiles the same graph with it on.
+    The versions in between were not measured and get it off too.
+    """
+    if torch.torch_version.TorchVersion(version) < (2, 14):
+        return {'layout_optimization': False}
+    return {}

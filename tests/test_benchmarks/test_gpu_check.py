@@ -4,6 +4,7 @@ same tests run in the offline Python 3.12 proof (tools/gpu_bundle_selftest.sh) w
 wheel bundle on PYTHONPATH, so every subprocess here keeps the caller's PYTHONPATH."""
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
 import time
@@ -172,3 +173,15 @@ def test_probe_ops_runs_mmcv_nms_and_roi_align_on_cpu(tmp_path):
     # (0, 0)-(4, 4): 2x2 bins of 2x2 samples at x, y in {0, 1} and {2, 3}, e.g. the first
     # bin averages 0, 1, 8, 9 (torchvision's roi_align gives the same)
     assert result['roi_align'] == pytest.approx([4.5, 6.5, 20.5, 22.5], abs=1e-5)
+
+
+def test_compile_part_row_sums_up_the_benchmark_json():
+    # the classifier part of the compile benchmark's saved run, as gpu_check reads it
+    with open(osp.join(ROOT, 'benchmarks', 'results', 'bench_compile.json')) as f:
+        saved = json.load(f)
+    cls = [part for part in saved['results'] if part['part'] == 'cls']
+    row = gpu_check.figures('bench_compile', dict(figures=dict(results=cls)))
+    ratios = [r['ratio'] for r in cls[0]['rows']]
+    assert row == (f'1 graph(s) for 16 depths, 0 eager fallback(s), 0 graph(s) after the '
+                   f"warm-up; first call {cls[0]['rows'][0]['first_call_s']:.1f} s; compiled / "
+                   f'eager {min(ratios):.2f}-{max(ratios):.2f}')

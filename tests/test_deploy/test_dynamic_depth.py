@@ -15,7 +15,7 @@ from mmadn.deploy import (DynamicDepthForward, build_model, compile_all_depths, 
                           onnx_dynamic_max_abs_diff, tensor_forward)
 from mmadn.models.backbones import ResNetADN
 from mmadn.models.layers.skip import format_skip
-from mmadn.utils.torch_compat import dynamic_onnx_export_support, has_cond
+from mmadn.utils.torch_compat import dynamic_onnx_export_support, has_cond, inductor_cond_options
 from .conftest import CLS_DEMO, DET_DEMO, randomize_norms
 
 
@@ -207,3 +207,13 @@ def test_compile_all_depths_refuses_a_forward_that_recompiles_per_depth():
             r'the first depth: 1 new graph\(s\), 0 frame\(s\)'):
         compile_all_depths(model, torch.randn(1, 3, 32, 32), fn=per_depth, backend='eager')
     assert backbone.skip_str == 'FFFF'  # the depth it had
+
+
+def test_inductor_layout_optimization_is_off_for_torch_cond_before_torch_2_14():
+    # torch 2.11's inductor fails the first call of a ResNet-ADN torch.cond graph in
+    # assert_size_stride with its layout optimization on (tools/gpu_bundle_selftest.sh
+    # runs bench_compile there); 2.14 compiles it with the optimization on
+    assert inductor_cond_options('2.11.0+cu130') == {'layout_optimization': False}
+    assert inductor_cond_options('2.13.1') == {'layout_optimization': False}
+    assert inductor_cond_options('2.14.1') == {}
+    assert inductor_cond_options('2.15.0.dev20270101') == {}
