@@ -120,26 +120,13 @@ class CSPBackboneADNMixin(AdaptiveDepthMixin):
     def skip_from_tensor(self, skip: torch.Tensor):
         """Graphs read the depth from ``skip`` (a bool tensor, one flag per skippable stage
         of the backbone, then of a linked neck) instead of the flags ``set_skip`` keeps."""
-        neck, n = self.adn_neck, self.num_skippable_stages
-        if not isinstance(skip, torch.Tensor) or tuple(skip.shape) != (n, ) \
-                or skip.dtype != torch.bool:
-            got = (f'{skip.dtype} tensor of shape {tuple(skip.shape)}' if isinstance(
-                skip, torch.Tensor) else type(skip).__name__)
-            raise ValueError(f'skip: a {got}; expected a bool tensor of shape ({n},), one '
-                             'flag per skippable stage (True: the stage skips)')
-        layers = [layer.blocks for _, layer in self._skippable_layers()]
-        saved = [blocks._buffers['skip_flag'] for blocks in layers]
-        for i, blocks in enumerate(layers):
-            blocks._buffers['skip_flag'] = skip[i]
-        try:
+        with super().skip_from_tensor(skip):  # checks skip, swaps this backbone's flags
+            neck = self.adn_neck
             if neck is None:
                 yield self
             else:
                 with neck.skip_from_tensor(skip[self._num_own_flags:]):
                     yield self
-        finally:
-            for blocks, flag in zip(layers, saved):
-                blocks._buffers['skip_flag'] = flag
 
     def skip_norm_pairs(self) -> List[Tuple[str, str]]:
         return collect_skip_norm_pairs(self)
