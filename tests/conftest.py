@@ -16,6 +16,12 @@ requires_allow_list = pytest.mark.skipif(
     'torch.load defaults to weights_only=False there')
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # tools/run_tests.sh runs the suite on every core (pytest-xdist): one torch thread per
+    # worker and per process it starts, or the workers' threads fight over the cores
+    torch.set_num_threads(1)
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = '1'
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_r18_adn_fpn_demo.py')
 CLS_DEMO = osp.join(ROOT, 'configs', 'demo', 'resnet18_adn_demo.py')
 
@@ -143,12 +149,12 @@ def dynamic_det_onnx(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _default_scope_left_as_found():
-    """mmengine's current default scope is process-wide: a test that builds a Runner or an
-    inferencer makes 'mmdet' or 'mmpretrain' current, and registries then build in that
-    scope. Each test starts and leaves it as it was, whatever the order."""
+def _no_default_scope():
+    """mmengine's current default scope is process-wide: a test (or a session fixture set
+    up before it) that builds a Runner or an inferencer makes 'mmdet' or 'mmpretrain'
+    current, and registries then build in that scope. Each test starts with none, as in a
+    fresh process, whatever ran before it in this worker, and leaves none."""
     from mmengine.registry import DefaultScope
-    saved = dict(DefaultScope._instance_dict)
+    DefaultScope._instance_dict.clear()
     yield
     DefaultScope._instance_dict.clear()
-    DefaultScope._instance_dict.update(saved)
