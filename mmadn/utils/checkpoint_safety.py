@@ -136,13 +136,20 @@ def _reason(message: str) -> str:
 
 
 def _pickle_globals(filename: str) -> List[str]:
-    """``module.name`` of every global the pickles of a local non-zip file name, read
-    statically with :mod:`pickletools` (nothing is executed); [] if it cannot be read."""
+    """``module.name`` of every global the pickles of a local file name (a raw or legacy
+    pickle, or the ``data.pkl`` of a torch.save zip), read statically with
+    :mod:`pickletools` (nothing is executed); [] if it cannot be read."""
     import pickletools
+    path = os.path.expanduser(filename)
     try:
-        with open(os.path.expanduser(filename), 'rb') as f:
-            data = f.read()
-    except OSError:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = b''.join(
+                    archive.read(name) for name in archive.namelist() if name.endswith('data.pkl'))
+        else:
+            with open(path, 'rb') as f:
+                data = f.read()
+    except (OSError, zipfile.BadZipFile):
         return []
     found, strings, pos = [], [], 0
     while pos < len(data):  # a legacy torch.save file holds several pickles in a row
@@ -158,7 +165,14 @@ def _pickle_globals(filename: str) -> List[str]:
         except Exception:  # noqa: BLE001 - the end of the pickles, or not a pickle
             break
         pos += end + 1
-    return sorted(set(found))
+    return sorted({_py3_name(name) for name in found})
+
+
+def _py3_name(name: str) -> str:
+    """``name`` with the Python 2 module names that pickle protocol 2 (torch.save's)
+    writes made Python 3's: ``__builtin__.getattr`` -> ``builtins.getattr``."""
+    module, dot, rest = name.partition('.')
+    return {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}.get(module, module) + dot + rest
 
 
 def _corrupt_error(filename, err: BaseException) -> CorruptCheckpointError:
@@ -272,8 +286,8 @@ def _refused_globals(filename, message: str) -> List[str]:
             found = sorted(get_unsafe(os.path.expanduser(filename)))
         except Exception:  # noqa: BLE001 - legacy format, unreadable, ...
             found = []
-    if not found and isinstance(filename, str) and os.path.isfile(os.path.expanduser(filename)) \
-            and not zipfile.is_zipfile(os.path.expanduser(filename)):
+    if not found and isinstance(filename, str) and os.path.isfile(os.path.expanduser(filename)):
+        # a torch without get_unsafe_globals_in_checkpoint (2.1): read the pickle statically
         found = [g for g in _pickle_globals(filename) if _blocked_module(g) or _runs_code(g)]
     if not found:
         for pattern in (_UNSUPPORTED_GLOBAL, _BLOCKED_GLOBAL):
@@ -310,12 +324,14 @@ def _refusal_message(filename, refused: List[str], detail: str) -> str:
     """The message of :class:`UnsafeCheckpointError`; ``refused`` may be empty,
     ``detail`` is the message of torch's ``UnpicklingError``."""
     if not refused:
+        allow = ('allow-list the type it names with torch.serialization.add_safe_globals([...]) '
+                 'before loading it' if hasattr(torch.serialization, 'add_safe_globals') else
+                 f'load it with torch >= 2.4 (this is {torch.__version__}) after allow-listing '
+                 'the type it names with torch.serialization.add_safe_globals([...])')
         return (f'Refused to load checkpoint {filename!r}: '
                 'torch.load(weights_only=True) does not accept its content, '
                 'since loading arbitrary pickled objects could run code. '
-                f'torch said: {_reason(detail)}. If you trust this file, allow-list the '
-                'type it names with torch.serialization.add_safe_globals([...]) '
-                'before loading it.')
+                f'torch said: {_reason(detail)}. If you trust this file, {allow}.')
     names = ', '.join(refused)
     lines = [
         f'Refused to load checkpoint {filename!r}: it references '

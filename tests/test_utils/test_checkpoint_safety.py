@@ -407,6 +407,19 @@ def test_a_raw_pickle_calling_os_system_is_refused_without_unsafe_advice(tmp_pat
         assert advice not in message
 
 
+def test_globals_of_a_torch_save_zip_are_read_without_running_it(tmp_path):
+    # what names the refused global on a torch without get_unsafe_globals_in_checkpoint
+    # (torch 2.1's own message does not name it)
+    marker = tmp_path / 'pwned'
+    path = str(tmp_path / 'malicious.pth')
+    _save_malicious(path, _OsSystemPayload(marker))
+    assert zipfile.is_zipfile(path)
+    found = checkpoint_safety._pickle_globals(path)
+    assert f'{os.system.__module__}.system' in found
+    assert 'collections.OrderedDict' in found
+    assert not marker.exists()
+
+
 def test_malicious_checkpoint_is_refused_on_resume(tmp_path):
     marker = tmp_path / 'pwned'
     path = str(tmp_path / 'malicious.pth')
