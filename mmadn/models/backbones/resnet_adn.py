@@ -19,12 +19,12 @@ from mmdet.models.layers import ResLayer
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 
-from ...utils.torch_compat import (has_cond, is_compiling, is_exporting,
-                                   register_load_state_dict_pre_hook)
+from ...utils.torch_compat import register_load_state_dict_pre_hook
 from ..layers.adaptive_depth import AdaptiveDepthMixin, CheckpointMismatchError, adn_signature
 from ..layers.checkpointing import CheckpointedBlockMixin
 from ..layers.skip import SkipLike, SkipTuple, parse_skip, resolve_num_shared_blocks
 from ..layers.skip_aware import SkipAwareNormMixin
+from ..layers.skippable import SkippableBlocksMixin
 
 
 class ADNBlockMixin(CheckpointedBlockMixin, SkipAwareNormMixin):
@@ -36,61 +36,21 @@ class ADNBlockMixin(CheckpointedBlockMixin, SkipAwareNormMixin):
         self._init_skip_aware()
 
 
-class ADNResLayerMixin:
-    """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped.
+class ADNResLayerMixin(SkippableBlocksMixin):
+    """A ResNet stage whose blocks from ``num_shared_blocks`` on can be skipped (see
+    :mod:`mmadn.models.layers.skippable`: the flag, and the ``torch.cond`` while a graph is
+    traced in eval mode).
 
     With ``skip_aware_norms=False`` the shared blocks get no ``*_skip`` norms and use the
     same norms whether or not the stage skips (the "without skip-aware BN" ablation).
-
-    The stage's flag is kept twice: ``skip_subpath`` (eager mode runs a Python ``if`` on
-    it) and the non-persistent 0-dim bool buffer ``skip_flag``. In eval mode, while
-    ``torch.compile`` or ``torch.export`` traces, the stage is a ``torch.cond`` on the
-    buffer between its two sub-paths, so one graph serves both and a depth switch only
-    writes the buffer. In training mode (the norms update their statistics, which a
-    ``torch.cond`` branch may not do) the Python ``if`` is traced: one graph per depth.
     """
 
     def __init__(self, *args, num_shared_blocks: int, skip_aware_norms: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.num_shared_blocks = num_shared_blocks
-        self.skip_subpath = False  # True: only the shared blocks run
-        self.register_buffer('skip_flag', torch.zeros((), dtype=torch.bool), persistent=False)
-        for block in itertools.islice(self._modules.values(), num_shared_blocks):
-            if skip_aware_norms:
+        if skip_aware_norms:
+            for block in itertools.islice(self._modules.values(), num_shared_blocks):
                 block.add_skip_norms()
-            block.norm_set_view(True)  # made now, not while a graph is traced
-
-    def set_skip_subpath(self, flag: bool) -> None:
-        self.skip_subpath = bool(flag)
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            block.set_use_skip_norms(self.skip_subpath)
-        with torch.no_grad():
-            self.skip_flag.fill_(self.skip_subpath)
-
-    def forward(self, x):
-        if not self.training and has_cond() and (is_compiling() or is_exporting()):
-            if not is_exporting():
-                # inductor compiles each branch for the strides it was traced with and may
-                # lay the stage's input out channels-last: fix the layout on both sides
-                x = x.contiguous(memory_format=torch.channels_last)
-            return torch.cond(self.skip_flag, self._shared_path, self._full_path, (x, ))
-        if not self.skip_subpath:
-            return super().forward(x)
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            x = block(x)
-        return x
-
-    def _shared_path(self, x):
-        """The stage while it skips: the shared blocks with their skip norms."""
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            x = block.norm_set_view(True)(x)
-        return x
-
-    def _full_path(self, x):
-        """Every block, the shared ones with their normal norms."""
-        for i, block in enumerate(self._modules.values()):
-            x = block.norm_set_view(False)(x) if i < self.num_shared_blocks else block(x)
-        return x
+        self.init_skippable(num_shared_blocks)
 
 
 class ResNetADNMixin(AdaptiveDepthMixin):

@@ -17,77 +17,17 @@ blocks run as a ``torch.cond`` between their two sub-paths in eval mode while
 import itertools
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 from mmcv.cnn import ConvModule
 from torch import nn
 
-from ...utils.torch_compat import has_cond, is_compiling, is_exporting
 from .skip import default_num_shared_blocks
-from .skip_aware import SKIP_SUFFIX, ADNConvModule, SkipAwareNormMixin, make_skip_aware
+from .skip_aware import SKIP_SUFFIX, ADNConvModule, make_skip_aware
+from .skippable import SkippableBlocksMixin
 
 
-class SkippableCSPBlocks(nn.Sequential):
+class SkippableCSPBlocks(SkippableBlocksMixin, nn.Sequential):
     """The ``blocks`` of a ``CSPLayer``; from ``num_shared_blocks`` on they are skipped
     while ``skip_subpath`` is True, and the shared blocks' skip-aware norms are in use."""
-
-    num_shared_blocks: int
-    skip_subpath: bool
-
-    def forward(self, x):
-        if not self.training and has_cond() and (is_compiling() or is_exporting()):
-            if not is_exporting():  # inductor compiles each branch for one memory layout
-                x = x.contiguous(memory_format=torch.channels_last)
-            return torch.cond(self.skip_flag, self._shared_path, self._full_path, (x, ))
-        if not self.skip_subpath:
-            return super().forward(x)
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            x = block(x)
-        return x
-
-    def _shared_path(self, x):
-        """The sub-path while the layer skips: the shared blocks with their skip norms."""
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            x = norm_set_tree_view(block, True)(x)
-        return x
-
-    def _full_path(self, x):
-        """Every block, the shared ones with their normal norms."""
-        for i, block in enumerate(self._modules.values()):
-            x = norm_set_tree_view(block, False)(x) if i < self.num_shared_blocks else block(x)
-        return x
-
-    def set_skip_subpath(self, flag: bool) -> None:
-        self.skip_subpath = bool(flag)
-        for block in itertools.islice(self._modules.values(), self.num_shared_blocks):
-            for m in block.modules():
-                if isinstance(m, SkipAwareNormMixin):
-                    m.set_use_skip_norms(self.skip_subpath)
-        with torch.no_grad():
-            self.skip_flag.fill_(self.skip_subpath)
-
-
-def norm_set_tree_view(module: nn.Module, skip_norms: bool) -> nn.Module:
-    """``module`` with the norm set of every skip-aware module inside it fixed (see
-    :meth:`SkipAwareNormMixin.norm_set_view`): a second object of its class whose children
-    are their views, everything else shared. A module without skip-aware modules inside is
-    its own view. Made on the first call and kept outside ``_modules``."""
-    if isinstance(module, SkipAwareNormMixin):
-        return module.norm_set_view(skip_norms)
-    views = module.__dict__.get('_norm_set_tree_views')
-    if views is None:
-        views = {}
-        for flag in (False, True):
-            children = {n: norm_set_tree_view(c, flag) for n, c in module._modules.items()}
-            if all(children[n] is c for n, c in module._modules.items()):
-                views[flag] = module
-                continue
-            view = type(module).__new__(type(module))
-            view.__dict__.update(module.__dict__)
-            view.__dict__.pop('_norm_set_tree_views', None)
-            view.__dict__['_modules'] = children
-            views[flag] = view
-        module.__dict__['_norm_set_tree_views'] = views
-    return views[bool(skip_norms)]
 
 
 def is_residual_csp(layer: nn.Module) -> bool:
@@ -134,15 +74,12 @@ def make_skippable(layer: nn.Module, num_shared: int, skip_aware_norms: bool = T
     with ``skip_aware_norms`` the shared blocks' ConvModules get ``bn_skip`` norms."""
     blocks = layer.blocks
     blocks.__class__ = SkippableCSPBlocks
-    blocks.num_shared_blocks = num_shared
-    blocks.skip_subpath = False
-    blocks.register_buffer('skip_flag', torch.zeros((), dtype=torch.bool), persistent=False)
-    for block in itertools.islice(blocks._modules.values(), num_shared):
-        if skip_aware_norms:
+    if skip_aware_norms:
+        for block in itertools.islice(blocks._modules.values(), num_shared):
             for m in block.modules():
                 if isinstance(m, ConvModule) and m.with_norm:
                     make_skip_aware(m, ADNConvModule).add_skip_norms()
-        norm_set_tree_view(block, True)  # made now, not while a graph is traced
+    blocks.init_skippable(num_shared)
 
 
 def skippable_block_names(layers: Sequence[Tuple[str, nn.Module]]) -> List[str]:
