@@ -55,7 +55,8 @@ def parse_args(argv=None):
 
 def header(vis, width: int, text: str) -> np.ndarray:
     """A white strip with ``text``, drawn with the inferencer's (mmdet) visualizer; the font
-    shrinks until the text fits the width (a character is at most 0.8 font sizes wide)."""
+    is sized for the text to fit the width, taking a character as 0.8 font sizes wide (the
+    demo's test checks that its titles fit)."""
     font = max(8, min(width // 20, int((width - width // 40) / (0.8 * max(1, len(text))))))
     strip = np.full((int(font * 2.2), width, 3), 255, dtype=np.uint8)
     vis.set_image(strip)
